@@ -1,0 +1,79 @@
+// Package auditlog is vigil's tamper-evident audit log: entries are encoded
+// canonically, SHA-256 hash-chained, signed through sigstore, framed into
+// append-only segment files with group commit, and covered by signed C2SP
+// checkpoints over an RFC 6962 Merkle tree. docs/FORMAT.md specifies every
+// byte.
+package auditlog
+
+import (
+	"time"
+)
+
+// Type is an entry's event type.
+type Type string
+
+// Event types. New types may be added without a format change: readers treat
+// the type as an opaque string.
+const (
+	ConnOpen    Type = "conn.open"    // a connection was accepted and relayed
+	ConnDeny    Type = "conn.deny"    // a connection was refused by policy
+	ConnClose   Type = "conn.close"   // a relayed connection ended
+	L7Request   Type = "l7.request"   // one application-level request
+	AgentStart  Type = "agent.start"  // the agent started
+	AgentStop   Type = "agent.stop"   // the agent stopped cleanly
+	PolicyLoad  Type = "policy.load"  // a policy was loaded or rejected
+	LogGap      Type = "log.gap"      // events that could not be recorded, said out loud
+	LogRecovery Type = "log.recovery" // the log recovered from an unclean stop
+)
+
+// Decision is the verdict recorded for a connection or request.
+type Decision string
+
+// Decisions.
+const (
+	Allow Decision = "allow"
+	Deny  Decision = "deny"
+	Audit Decision = "audit" // allowed and flagged
+)
+
+// Identity is who acted: the kernel's view of the calling process, enriched
+// from /proc and the container runtime when known. Zero fields are unknown.
+type Identity struct {
+	PID         uint64 // thread-group id of the caller
+	TID         uint64 // thread id of the caller
+	UID         uint64
+	GID         uint64
+	Comm        string // kernel task name (≤ 15 bytes)
+	Exe         string // executable path from /proc/PID/exe
+	Cmdline     string // bounded command line, NUL bytes replaced by spaces
+	CgroupPath  string // cgroup v2 path relative to the cgroup root
+	CgroupID    uint64
+	NetnsCookie uint64
+	ContainerID string
+	Runtime     string // container runtime (containerd, cri-o, docker, systemd)
+	Pod         string
+	Namespace   string // Kubernetes namespace of Pod
+}
+
+// Entry is one audit event. Seq, Time and Host are assigned by the log when
+// the entry is appended, unless set by the caller (Time and Host only).
+type Entry struct {
+	Seq      uint64 // position in the log, 1-based, no gaps
+	Time     time.Time
+	Type     Type
+	Host     string
+	Identity Identity
+	Proto    string // transport, e.g. "tcp", "udp"
+	Src      string // client address "ip:port"
+	Dst      string // original destination "ip:port"
+	Decision Decision
+	Rule     string            // name of the policy rule that decided
+	Attrs    map[string]string // type-specific details (bytes, durations, L7 fields, reasons)
+
+	// unknown holds fields written by a newer vigil, kept verbatim so that
+	// re-encoding reproduces the canonical bytes.
+	unknown []field
+}
+
+// Attr returns the attribute k, or "".
+func (e *Entry) Attr(k string) string { return e.Attrs[k] }

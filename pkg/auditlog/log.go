@@ -1,0 +1,378 @@
+package auditlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/vigil-ebpf/vigil/pkg/keys"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Errors returned by Append.
+var (
+	// ErrClosed is returned by Append after Close.
+	ErrClosed = errors.New("auditlog: log is closed")
+	// ErrUnavailable is returned while the log cannot be written (full disk,
+	// I/O error, signing failure). The entries refused meanwhile are counted
+	// and recorded as a log.gap entry once writing works again.
+	ErrUnavailable = errors.New("auditlog: log cannot be written")
+)
+
+// Options configures a Log. Zero values take the defaults shown.
+type Options struct {
+	Signer             signature.SignerVerifier // required: signs entries and checkpoints
+	Host               string                   // default: os.Hostname()
+	Origin             string                   // checkpoint origin; default "vigil/<host>"
+	SegmentMaxBytes    int64                    // rotate after this size; default 64 MiB
+	SegmentMaxAge      time.Duration            // rotate after this age; default 1h
+	CheckpointEvery    uint64                   // checkpoint every N entries; default 10000
+	CheckpointInterval time.Duration            // and at least this often while entries arrive; default 10s
+	QueueSize          int                      // entries appended but not yet durable (Append blocks beyond); default 16384
+	SignWorkers        int                      // parallel signers; default GOMAXPROCS
+	MaxBatch           int                      // entries per write+fsync at most; default 4096
+	RetryInterval      time.Duration            // how often a failed log retries writing; default 1s
+	Logger             *slog.Logger             // default: discard
+	Now                func() time.Time         // default: time.Now
+}
+
+func (o *Options) setDefaults() error {
+	if o.Signer == nil {
+		return errors.New("auditlog: no signer configured")
+	}
+	if o.Host == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("auditlog: hostname: %w", err)
+		}
+		o.Host = h
+	}
+	if o.Origin == "" {
+		o.Origin = "vigil/" + o.Host
+	}
+	if o.SegmentMaxBytes <= 0 {
+		o.SegmentMaxBytes = 64 << 20
+	}
+	if o.SegmentMaxAge <= 0 {
+		o.SegmentMaxAge = time.Hour
+	}
+	if o.CheckpointEvery == 0 {
+		o.CheckpointEvery = 10000
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = 10 * time.Second
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = 16384
+	}
+	if o.SignWorkers <= 0 {
+		o.SignWorkers = runtime.GOMAXPROCS(0)
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 4096
+	}
+	if o.RetryInterval <= 0 {
+		o.RetryInterval = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return nil
+}
+
+// Ack reports when an appended entry is durable.
+type Ack struct {
+	Seq  uint64
+	done chan struct{}
+	err  error
+}
+
+// Done is closed when the entry is durable on disk or has failed.
+func (a *Ack) Done() <-chan struct{} { return a.done }
+
+// Err is nil once the entry is durable; valid after Done is closed.
+func (a *Ack) Err() error { return a.err }
+
+// Wait blocks until the entry is durable (nil) or has failed, or ctx ends.
+func (a *Ack) Wait(ctx context.Context) error {
+	select {
+	case <-a.done:
+		return a.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// job is one entry between Append and disk.
+type job struct {
+	epoch  uint64
+	seq    uint64
+	canon  []byte
+	hash   [32]byte
+	sig    []byte
+	err    error
+	signed chan struct{}
+	ack    *Ack
+}
+
+// Log is an open audit log directory. One process at a time may hold it.
+type Log struct {
+	dir    string
+	opts   Options
+	log    *slog.Logger
+	keyID  string
+	alg    string
+	notes  note.Signer
+	lock   *os.File
+	slots  chan struct{}
+	signCh chan *job
+	order  chan *job
+	stop   chan struct{}
+	done   chan struct{}
+
+	mu       sync.Mutex
+	closed   bool
+	failErr  error     // set while writes fail
+	failedAt time.Time // first failure of the current outage
+	refused  uint64    // appends refused during the outage
+	epoch    uint64    // bumped at each failure; older jobs are void
+	nextSeq  uint64
+	prevHash [32]byte
+
+	w     writer // owned by the writer goroutine
+	stats stats
+}
+
+// stats are published by the writer goroutine for Stats.
+type stats struct {
+	durableSeq     atomic.Uint64
+	segments       atomic.Int64
+	bytes          atomic.Int64
+	checkpointSize atomic.Uint64
+	checkpointTime atomic.Int64
+	fsyncs         atomic.Uint64
+	lost           atomic.Uint64
+}
+
+// Stats is a snapshot of the log's state.
+type Stats struct {
+	NextSeq        uint64 // seq the next Append gets
+	DurableSeq     uint64 // highest seq on disk
+	Segments       int64  // segment files written or found
+	Bytes          int64  // bytes written by this process
+	CheckpointSize uint64 // tree size of the last checkpoint
+	CheckpointTime time.Time
+	Fsyncs         uint64
+	Lost           uint64 // entries that could not be recorded (each is in a log.gap entry)
+	KeyID          string
+	Err            error // non-nil while the log cannot be written
+}
+
+// Stats returns a snapshot of the log's counters.
+func (l *Log) Stats() Stats {
+	l.mu.Lock()
+	next, ferr := l.nextSeq, l.failErr
+	l.mu.Unlock()
+	s := Stats{
+		NextSeq:        next,
+		DurableSeq:     l.stats.durableSeq.Load(),
+		Segments:       l.stats.segments.Load(),
+		Bytes:          l.stats.bytes.Load(),
+		CheckpointSize: l.stats.checkpointSize.Load(),
+		Fsyncs:         l.stats.fsyncs.Load(),
+		Lost:           l.stats.lost.Load(),
+		KeyID:          l.keyID,
+		Err:            ferr,
+	}
+	if t := l.stats.checkpointTime.Load(); t != 0 {
+		s.CheckpointTime = time.Unix(0, t).UTC()
+	}
+	return s
+}
+
+// KeyID returns the id of the signing key.
+func (l *Log) KeyID() string { return l.keyID }
+
+// Dir returns the log directory.
+func (l *Log) Dir() string { return l.dir }
+
+// Open opens (creating if needed) the log in dir, recovers it after an
+// unclean stop, and starts the writer. A second process opening the same
+// dir gets an error.
+func Open(ctx context.Context, dir string, opts Options) (*Log, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	pub, err := keys.PublicKey(opts.Signer)
+	if err != nil {
+		return nil, err
+	}
+	keyID, err := keys.ID(pub)
+	if err != nil {
+		return nil, err
+	}
+	alg, err := keys.Algorithm(pub)
+	if err != nil {
+		return nil, err
+	}
+	ns, err := keys.NoteSigner(opts.Origin, opts.Signer)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("auditlog: create log directory: %w", err)
+	}
+	lock, unclean, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	l := &Log{
+		dir:    dir,
+		opts:   opts,
+		log:    opts.Logger,
+		keyID:  keyID,
+		alg:    alg,
+		notes:  ns,
+		lock:   lock,
+		slots:  make(chan struct{}, opts.QueueSize),
+		signCh: make(chan *job, opts.QueueSize),
+		order:  make(chan *job, opts.QueueSize),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	l.w.l = l
+	rec, err := l.w.recover(ctx, pub)
+	if err != nil {
+		unlockDir(lock, false)
+		return nil, err
+	}
+	l.nextSeq = l.w.chain.next
+	l.prevHash = l.w.chain.prev
+	for i := 0; i < opts.SignWorkers; i++ {
+		go l.signLoop()
+	}
+	go l.w.run()
+	if rec.truncatedBytes > 0 || unclean {
+		attrs := map[string]string{
+			"previous_stop":   "unclean",
+			"resumed_at_seq":  strconv.FormatUint(l.nextSeq, 10),
+			"truncated_bytes": strconv.FormatInt(rec.truncatedBytes, 10),
+		}
+		if rec.truncatedBytes > 0 {
+			attrs["truncated_segment"] = rec.truncatedSegment
+			attrs["truncated_offset"] = strconv.FormatInt(rec.truncatedOffset, 10)
+			attrs["torn_copy"] = rec.tornCopy
+		}
+		l.log.Warn("audit log recovered after unclean stop", "dir", dir, "truncated_bytes", rec.truncatedBytes, "resumed_at_seq", l.nextSeq)
+		ack, err := l.Append(ctx, Entry{Type: LogRecovery, Attrs: attrs})
+		if err == nil {
+			err = ack.Wait(ctx)
+		}
+		if err != nil {
+			_ = l.Close(ctx)
+			return nil, fmt.Errorf("auditlog: record recovery: %w", err)
+		}
+	}
+	return l, nil
+}
+
+func (l *Log) signLoop() {
+	for j := range l.signCh {
+		j.sig, j.err = l.opts.Signer.SignMessage(bytesReader(j.hash[:]))
+		if j.err != nil {
+			j.err = fmt.Errorf("auditlog: sign entry %d: %w", j.seq, j.err)
+		}
+		close(j.signed)
+	}
+}
+
+// Append adds e to the log and returns at once with an Ack that reports when
+// the entry is durable. Seq is assigned here; Time and Host are filled in
+// when zero. Append blocks only while QueueSize entries are in flight.
+func (l *Log) Append(ctx context.Context, e Entry) (*Ack, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-l.stop:
+		return nil, ErrClosed
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		<-l.slots
+		return nil, ErrClosed
+	}
+	if l.failErr != nil {
+		l.refused++
+		err := l.failErr
+		l.mu.Unlock()
+		<-l.slots
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	e.Seq = l.nextSeq
+	if e.Time.IsZero() {
+		e.Time = l.opts.Now()
+	}
+	if e.Host == "" {
+		e.Host = l.opts.Host
+	}
+	j := &job{
+		epoch:  l.epoch,
+		seq:    e.Seq,
+		canon:  e.AppendCanonical(make([]byte, 0, 256)),
+		signed: make(chan struct{}),
+		ack:    &Ack{Seq: e.Seq, done: make(chan struct{})},
+	}
+	j.hash = ChainHash(l.prevHash, j.canon)
+	l.nextSeq++
+	l.prevHash = j.hash
+	// Both channels have QueueSize capacity and slots bounds what is in
+	// flight, so these sends never block while the lock is held.
+	l.signCh <- j
+	l.order <- j
+	l.mu.Unlock()
+	return j.ack, nil
+}
+
+// AppendSync appends e and waits until it is durable.
+func (l *Log) AppendSync(ctx context.Context, e Entry) (uint64, error) {
+	ack, err := l.Append(ctx, e)
+	if err != nil {
+		return 0, err
+	}
+	return ack.Seq, ack.Wait(ctx)
+}
+
+// Close stops accepting entries, writes what is queued, writes a final
+// checkpoint and releases the directory.
+func (l *Log) Close(ctx context.Context) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return fmt.Errorf("auditlog: close: %w", ctx.Err())
+	}
+	close(l.signCh)
+	err := l.w.closeErr
+	unlockDir(l.lock, err == nil)
+	return err
+}

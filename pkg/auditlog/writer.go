@@ -1,0 +1,440 @@
+package auditlog
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/transparency-dev/formats/log"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// CheckpointFile is the newest signed checkpoint, rewritten atomically beside
+// the segments for tools and shippers; the copy inside the segments is the
+// record.
+const CheckpointFile = "checkpoint"
+
+// writer is the single goroutine that orders, writes, syncs and checkpoints.
+// All of its fields are owned by that goroutine (and by Open before it starts).
+type writer struct {
+	l     *Log
+	chain *chainState // durable state: next seq, last hash, Merkle tree
+	epoch uint64
+
+	seg        *os.File
+	segPath    string
+	segSize    int64 // bytes of seg known to be good
+	segEntries int
+	segCreated time.Time
+	dirty      bool // seg was closed with unknown bytes past segSize
+
+	failErr  error
+	lost     uint64 // entries voided in the current outage
+	failedAt time.Time
+
+	ckptSize uint64
+	ckptTime time.Time
+
+	buf, body []byte
+	pending   []*job
+	closeErr  error
+}
+
+func (w *writer) now() time.Time { return w.l.opts.Now() }
+
+func (w *writer) run() {
+	defer close(w.l.done)
+	o := &w.l.opts
+	every := min(o.RetryInterval, o.CheckpointInterval, time.Second)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	batch := make([]*job, 0, o.MaxBatch)
+	for {
+		select {
+		case j := <-w.l.order:
+			batch = w.gather(append(batch[:0], j))
+			w.commit(batch)
+		case <-tick.C:
+			w.tick()
+		case <-w.l.stop:
+			for {
+				select {
+				case j := <-w.l.order:
+					batch = w.gather(append(batch[:0], j))
+					w.commit(batch)
+					continue
+				default:
+				}
+				break
+			}
+			w.finish()
+			return
+		}
+	}
+}
+
+// gather adds whatever else is queued, up to MaxBatch: this is group commit,
+// since entries queue up while the previous fsync runs.
+func (w *writer) gather(batch []*job) []*job {
+	for len(batch) < w.l.opts.MaxBatch {
+		select {
+		case j := <-w.l.order:
+			batch = append(batch, j)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (w *writer) commit(batch []*job) {
+	buf, pending := w.buf[:0], w.pending[:0]
+	for _, j := range batch {
+		if j.epoch != w.epoch {
+			w.void(j)
+			continue
+		}
+		<-j.signed
+		if j.err != nil {
+			w.flush(buf, pending)
+			buf, pending = buf[:0], pending[:0]
+			if j.epoch == w.epoch {
+				w.fail(j.err)
+			}
+			w.void(j)
+			continue
+		}
+		w.body = appendEntryBody(w.body[:0], j.canon, j.hash, j.sig)
+		size := int64(frameOverhead + len(w.body))
+		if w.seg != nil && w.segEntries+len(pending) > 0 && w.segSize+int64(len(buf))+size > w.l.opts.SegmentMaxBytes {
+			w.flush(buf, pending)
+			buf, pending = buf[:0], pending[:0]
+			if j.epoch == w.epoch {
+				w.seal()
+			}
+			if j.epoch != w.epoch {
+				w.void(j)
+				continue
+			}
+		}
+		buf = appendFrame(buf, w.body)
+		pending = append(pending, j)
+	}
+	w.flush(buf, pending)
+	w.buf, w.pending = buf[:0], pending[:0]
+	if w.failErr == nil && w.chain.size()-w.ckptSize >= w.l.opts.CheckpointEvery {
+		w.checkpoint()
+	}
+}
+
+// void fails a job that will never be written.
+func (w *writer) void(j *job) {
+	err := w.failErr
+	if err == nil {
+		err = errors.New("write failed")
+	}
+	j.ack.err = fmt.Errorf("%w: entry %d not recorded: %w", ErrUnavailable, j.seq, err)
+	close(j.ack.done)
+	<-w.l.slots
+	w.lost++
+	w.l.stats.lost.Add(1)
+}
+
+// flush writes and syncs one batch, then acknowledges it.
+func (w *writer) flush(buf []byte, pending []*job) {
+	if len(pending) == 0 {
+		return
+	}
+	err := w.write(buf)
+	if err != nil {
+		w.fail(err)
+		for _, j := range pending {
+			w.void(j)
+		}
+		return
+	}
+	for _, j := range pending {
+		if err := w.chain.add(j.seq, j.canon, j.hash); err != nil {
+			panic(fmt.Sprintf("auditlog: writer broke its own chain at seq %d: %v", j.seq, err))
+		}
+		close(j.ack.done)
+		<-w.l.slots
+	}
+	w.segEntries += len(pending)
+	w.l.stats.durableSeq.Store(w.chain.size())
+}
+
+// write appends buf to the current segment and syncs it. On failure the
+// segment is cut back to its last good size.
+func (w *writer) write(buf []byte) error {
+	if err := w.ensureSegment(); err != nil {
+		return err
+	}
+	n, err := w.seg.Write(buf)
+	if err == nil {
+		err = syscall.Fdatasync(int(w.seg.Fd()))
+		w.l.stats.fsyncs.Add(1)
+	}
+	if err != nil {
+		w.cutBack()
+		return fmt.Errorf("auditlog: write %s: %w", filepath.Base(w.segPath), err)
+	}
+	w.segSize += int64(n)
+	w.l.stats.bytes.Add(int64(n))
+	return nil
+}
+
+// cutBack truncates the segment to its last good size after a failed write,
+// so no partial frame stays behind. If even that fails, the segment is closed
+// and cut again before the next write.
+func (w *writer) cutBack() {
+	if w.seg == nil {
+		return
+	}
+	if err := w.seg.Truncate(w.segSize); err != nil {
+		w.l.log.Error("cannot cut back audit segment after a failed write", "segment", w.segPath, "err", err)
+		w.seg.Close()
+		w.seg = nil
+		w.dirty = true
+	}
+}
+
+// ensureSegment opens a new segment when none is open.
+func (w *writer) ensureSegment() error {
+	if w.dirty {
+		if err := os.Truncate(w.segPath, w.segSize); err != nil {
+			return fmt.Errorf("auditlog: cut back %s: %w", filepath.Base(w.segPath), err)
+		}
+		f, err := os.OpenFile(w.segPath, os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("auditlog: reopen segment: %w", err)
+		}
+		w.seg, w.dirty = f, false
+	}
+	if w.seg != nil {
+		return nil
+	}
+	path := filepath.Join(w.l.dir, segmentName(w.chain.next))
+	hdr := encodeHeader(SegmentHeader{
+		FirstSeq:  w.chain.next,
+		PrevHash:  w.chain.prev,
+		KeyID:     w.l.keyID,
+		Algorithm: w.l.alg,
+		Host:      w.l.opts.Host,
+		Origin:    w.l.opts.Origin,
+		Created:   w.now(),
+	})
+	// O_TRUNC: a file of this name can only hold a header or entries that
+	// were never acknowledged (seq ≥ the next durable seq).
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("auditlog: create segment: %w", err)
+	}
+	if _, err = f.Write(hdr); err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = syncDir(w.l.dir)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("auditlog: create segment %s: %w", filepath.Base(path), err)
+	}
+	w.seg, w.segPath, w.segSize, w.segEntries, w.segCreated = f, path, int64(len(hdr)), 0, w.now()
+	w.l.stats.segments.Add(1)
+	w.l.stats.bytes.Add(int64(len(hdr)))
+	return nil
+}
+
+// fail puts the log into the failed state: the sequencer rewinds to the last
+// durable entry and everything in flight is voided.
+func (w *writer) fail(err error) {
+	if w.failErr == nil {
+		w.failedAt = w.now()
+		w.l.log.Error("audit log cannot be written; refusing appends until it can", "dir", w.l.dir, "err", err)
+	}
+	w.failErr = err
+	w.epoch++
+	l := w.l
+	l.mu.Lock()
+	l.failErr = err
+	l.epoch = w.epoch
+	l.nextSeq = w.chain.next
+	l.prevHash = w.chain.prev
+	l.mu.Unlock()
+}
+
+func (w *writer) tick() {
+	if w.failErr != nil {
+		w.resume()
+		return
+	}
+	now := w.now()
+	if w.chain.size() > w.ckptSize && now.Sub(w.ckptTime) >= w.l.opts.CheckpointInterval {
+		w.checkpoint()
+	}
+	if w.seg != nil && w.segEntries > 0 && now.Sub(w.segCreated) >= w.l.opts.SegmentMaxAge {
+		w.seal()
+	}
+}
+
+// resume tries to leave the failed state by writing a log.gap entry that says
+// how many entries were lost, when and why.
+func (w *writer) resume() {
+	l := w.l
+	for { // everything still queued belongs to the outage
+		select {
+		case j := <-l.order:
+			<-j.signed
+			w.void(j)
+			continue
+		default:
+		}
+		break
+	}
+	l.mu.Lock()
+	refused := l.refused
+	l.mu.Unlock()
+	now := w.now()
+	e := Entry{
+		Seq:  w.chain.next,
+		Time: now,
+		Type: LogGap,
+		Host: l.opts.Host,
+		Attrs: map[string]string{
+			"lost":   strconv.FormatUint(w.lost+refused, 10),
+			"reason": w.failErr.Error(),
+			"since":  w.failedAt.UTC().Format(time.RFC3339Nano),
+			"until":  now.UTC().Format(time.RFC3339Nano),
+		},
+	}
+	canon := e.AppendCanonical(nil)
+	hash := ChainHash(w.chain.prev, canon)
+	sig, err := signHash(l, hash)
+	if err == nil {
+		err = w.write(appendFrame(nil, appendEntryBody(nil, canon, hash, sig)))
+	}
+	if err != nil {
+		w.failErr = err
+		l.mu.Lock()
+		l.failErr = err
+		l.mu.Unlock()
+		return
+	}
+	if err := w.chain.add(e.Seq, canon, hash); err != nil {
+		panic(fmt.Sprintf("auditlog: writer broke its own chain at seq %d: %v", e.Seq, err))
+	}
+	w.segEntries++
+	l.stats.durableSeq.Store(w.chain.size())
+	l.log.Warn("audit log writable again; recorded the gap", "lost", w.lost+refused, "since", w.failedAt, "seq", e.Seq)
+	w.failErr, w.lost, w.failedAt = nil, 0, time.Time{}
+	l.mu.Lock()
+	l.failErr, l.refused, l.failedAt = nil, 0, time.Time{}
+	l.nextSeq, l.prevHash = w.chain.next, w.chain.prev
+	l.mu.Unlock()
+}
+
+// checkpoint writes a signed checkpoint for the current tree into the
+// segment and into CheckpointFile.
+func (w *writer) checkpoint() {
+	size := w.chain.size()
+	if size == 0 || size == w.ckptSize {
+		return
+	}
+	root, err := w.chain.root()
+	if err != nil {
+		w.fail(fmt.Errorf("auditlog: merkle root: %w", err))
+		return
+	}
+	text := log.Checkpoint{Origin: w.l.opts.Origin, Size: size, Hash: root}.Marshal()
+	signed, err := note.Sign(&note.Note{Text: string(text)}, w.l.notes)
+	if err != nil {
+		w.fail(fmt.Errorf("auditlog: sign checkpoint: %w", err))
+		return
+	}
+	frame := appendFrame(nil, appendCheckpointBody(nil, signed, w.chain.tree.Hashes()))
+	if err := w.write(frame); err != nil {
+		w.fail(err)
+		return
+	}
+	w.ckptSize, w.ckptTime = size, w.now()
+	w.l.stats.checkpointSize.Store(size)
+	w.l.stats.checkpointTime.Store(w.ckptTime.UnixNano())
+	if err := writeFileAtomic(filepath.Join(w.l.dir, CheckpointFile), signed); err != nil {
+		// The signed copy in the segment is what counts; this one is a convenience.
+		w.l.log.Warn("cannot update checkpoint file", "err", err)
+	}
+}
+
+// seal ends the current segment with a checkpoint; the next write opens a new one.
+func (w *writer) seal() {
+	w.checkpoint()
+	if w.failErr != nil || w.seg == nil {
+		return
+	}
+	if err := w.seg.Close(); err != nil {
+		w.l.log.Warn("close sealed segment", "segment", w.segPath, "err", err)
+	}
+	w.seg = nil
+	w.segEntries = 0
+}
+
+func (w *writer) finish() {
+	if w.failErr == nil {
+		w.checkpoint()
+	}
+	if w.failErr != nil {
+		w.closeErr = fmt.Errorf("%w: closed while failing (%d entries not recorded): %w", ErrUnavailable, w.lost, w.failErr)
+	}
+	if w.seg != nil {
+		if err := w.seg.Close(); err != nil && w.closeErr == nil {
+			w.closeErr = fmt.Errorf("auditlog: close segment: %w", err)
+		}
+		w.seg = nil
+	}
+}
+
+func signHash(l *Log, hash [32]byte) ([]byte, error) {
+	sig, err := l.opts.Signer.SignMessage(bytesReader(hash[:]))
+	if err != nil {
+		return nil, fmt.Errorf("auditlog: sign: %w", err)
+	}
+	return sig, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// writeFileAtomic replaces path with data via a synced temporary file.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}

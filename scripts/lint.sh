@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# lint.sh runs gofmt, go vet and staticcheck over the module and exits
+# non-zero if any of them reports a problem. All three always run, so one
+# invocation shows every problem.
+#
+# staticcheck is pinned as a Go tool dependency in go.mod and run with
+# `go tool staticcheck`, so no separate install is needed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+	export PATH="/usr/local/go/bin:$PATH"
+fi
+
+failed=()
+
+# gofmt: every .go file outside vendor/ and .git/.
+unformatted=$(find . \( -path ./vendor -o -path ./.git \) -prune -o \
+	-type f -name '*.go' -print0 | xargs -0 -r gofmt -l)
+if [ -n "$unformatted" ]; then
+	echo "lint: gofmt: these files need gofmt -w:" >&2
+	printf '%s\n' "$unformatted" | sed 's/^/  /' >&2
+	failed+=(gofmt)
+fi
+
+go vet ./... || failed+=("go vet")
+
+go tool staticcheck ./... || failed+=(staticcheck)
+
+if [ "${#failed[@]}" -gt 0 ]; then
+	echo "lint: FAIL: ${failed[*]}" >&2
+	exit 1
+fi

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# test.sh is what `make test` runs: install dependencies, check that go.mod
+# and go.sum are tidy, build everything, lint, and run every test.
+#
+# Usage: scripts/test.sh [GO TEST ARGS...]
+#   Extra arguments go to `go test` after ./..., e.g.
+#   scripts/test.sh -run TestChain -v
+#
+# With CI=true it exports VIGIL_REQUIRE_PRIVILEGED=1: CI runs as root, so a
+# test that would skip for lack of privileges (BPF, cgroup v2) fails instead.
+#
+# Exits non-zero if any step fails. Later steps still run after a tidy or
+# lint failure so one run shows every problem; a build failure stops it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+	export PATH="/usr/local/go/bin:$PATH"
+fi
+
+if [ "${CI:-}" = "true" ]; then
+	export VIGIL_REQUIRE_PRIVILEGED=1
+fi
+
+scripts/install-deps.sh
+
+failed=()
+
+echo "==> go mod tidy -diff"
+if ! go mod tidy -diff; then
+	echo "test: go.mod/go.sum are not tidy: run go mod tidy" >&2
+	failed+=("go mod tidy")
+fi
+
+echo "==> go build ./..."
+go build ./...
+
+echo "==> scripts/lint.sh"
+scripts/lint.sh || failed+=(lint)
+
+echo "==> go test ./..."
+go test -count=1 -timeout 25m ./... "$@" || failed+=("go test")
+
+if [ "${#failed[@]}" -gt 0 ]; then
+	echo "test: FAIL: ${failed[*]}" >&2
+	exit 1
+fi
