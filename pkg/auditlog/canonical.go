@@ -41,6 +41,11 @@ const (
 	tagAttrs       = 64
 )
 
+// seqValueOffset is where the seq value sits in every canonical entry:
+// after the version byte and the seq field's tag and length. Seq is never
+// zero, so the field is always present.
+const seqValueOffset = 1 + 2 + 4
+
 // maxFieldLen bounds one field so a corrupt length cannot make a reader
 // allocate without limit.
 const maxFieldLen = 1 << 20

@@ -2,11 +2,11 @@ package auditlog
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -37,7 +37,6 @@ type Options struct {
 	CheckpointEvery    uint64                   // checkpoint every N entries; default 10000
 	CheckpointInterval time.Duration            // and at least this often while entries arrive; default 10s
 	QueueSize          int                      // entries appended but not yet durable (Append blocks beyond); default 16384
-	SignWorkers        int                      // parallel signers; default GOMAXPROCS
 	MaxBatch           int                      // entries per write+fsync at most; default 4096
 	RetryInterval      time.Duration            // how often a failed log retries writing; default 1s
 	Logger             *slog.Logger             // default: discard
@@ -72,9 +71,6 @@ func (o *Options) setDefaults() error {
 	}
 	if o.QueueSize <= 0 {
 		o.QueueSize = 16384
-	}
-	if o.SignWorkers <= 0 {
-		o.SignWorkers = runtime.GOMAXPROCS(0)
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 4096
@@ -128,18 +124,17 @@ type job struct {
 
 // Log is an open audit log directory. One process at a time may hold it.
 type Log struct {
-	dir    string
-	opts   Options
-	log    *slog.Logger
-	keyID  string
-	alg    string
-	notes  note.Signer
-	lock   *os.File
-	slots  chan struct{}
-	signCh chan *job
-	order  chan *job
-	stop   chan struct{}
-	done   chan struct{}
+	dir   string
+	opts  Options
+	log   *slog.Logger
+	keyID string
+	alg   string
+	notes note.Signer
+	lock  *os.File
+	slots chan struct{}
+	order chan *job
+	stop  chan struct{}
+	done  chan struct{}
 
 	mu       sync.Mutex
 	closed   bool
@@ -238,18 +233,17 @@ func Open(ctx context.Context, dir string, opts Options) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{
-		dir:    dir,
-		opts:   opts,
-		log:    opts.Logger,
-		keyID:  keyID,
-		alg:    alg,
-		notes:  ns,
-		lock:   lock,
-		slots:  make(chan struct{}, opts.QueueSize),
-		signCh: make(chan *job, opts.QueueSize),
-		order:  make(chan *job, opts.QueueSize),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		dir:   dir,
+		opts:  opts,
+		log:   opts.Logger,
+		keyID: keyID,
+		alg:   alg,
+		notes: ns,
+		lock:  lock,
+		slots: make(chan struct{}, opts.QueueSize),
+		order: make(chan *job, opts.QueueSize),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
 	}
 	l.w.l = l
 	rec, err := l.w.recover(ctx, pub)
@@ -259,9 +253,6 @@ func Open(ctx context.Context, dir string, opts Options) (*Log, error) {
 	}
 	l.nextSeq = l.w.chain.next
 	l.prevHash = l.w.chain.prev
-	for i := 0; i < opts.SignWorkers; i++ {
-		go l.signLoop()
-	}
 	go l.w.run()
 	if rec.truncatedBytes > 0 || unclean {
 		attrs := map[string]string{
@@ -287,19 +278,14 @@ func Open(ctx context.Context, dir string, opts Options) (*Log, error) {
 	return l, nil
 }
 
-func (l *Log) signLoop() {
-	for j := range l.signCh {
-		j.sig, j.err = l.opts.Signer.SignMessage(bytesReader(j.hash[:]))
-		if j.err != nil {
-			j.err = fmt.Errorf("auditlog: sign entry %d: %w", j.seq, j.err)
-		}
-		close(j.signed)
-	}
-}
-
-// Append adds e to the log and returns at once with an Ack that reports when
-// the entry is durable. Seq is assigned here; Time and Host are filled in
-// when zero. Append blocks only while QueueSize entries are in flight.
+// Append adds e to the log and returns, once the entry is signed, with an
+// Ack that reports when it is durable. Seq is assigned here; Time and Host
+// are filled in when zero. Append blocks while QueueSize entries are in
+// flight.
+//
+// The caller's goroutine signs its own entry after the order is fixed, so
+// signing runs on as many cores as there are concurrent callers, and no
+// dedicated signer goroutines hog the CPUs that the writer needs to commit.
 func (l *Log) Append(ctx context.Context, e Entry) (*Ack, error) {
 	select {
 	case l.slots <- struct{}{}:
@@ -307,6 +293,21 @@ func (l *Log) Append(ctx context.Context, e Entry) (*Ack, error) {
 		return nil, ctx.Err()
 	case <-l.stop:
 		return nil, ErrClosed
+	}
+	// Encode outside the lock with a placeholder seq: seq is always the
+	// first field, 8 bytes at a fixed offset, so the lock only has to patch
+	// it in and extend the chain.
+	if e.Time.IsZero() {
+		e.Time = l.opts.Now()
+	}
+	if e.Host == "" {
+		e.Host = l.opts.Host
+	}
+	e.Seq = 1
+	j := &job{
+		canon:  e.AppendCanonical(make([]byte, 0, 384)),
+		signed: make(chan struct{}),
+		ack:    &Ack{done: make(chan struct{})},
 	}
 	l.mu.Lock()
 	if l.closed {
@@ -321,28 +322,20 @@ func (l *Log) Append(ctx context.Context, e Entry) (*Ack, error) {
 		<-l.slots
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	e.Seq = l.nextSeq
-	if e.Time.IsZero() {
-		e.Time = l.opts.Now()
-	}
-	if e.Host == "" {
-		e.Host = l.opts.Host
-	}
-	j := &job{
-		epoch:  l.epoch,
-		seq:    e.Seq,
-		canon:  e.AppendCanonical(make([]byte, 0, 256)),
-		signed: make(chan struct{}),
-		ack:    &Ack{Seq: e.Seq, done: make(chan struct{})},
-	}
+	j.seq, j.ack.Seq, j.epoch = l.nextSeq, l.nextSeq, l.epoch
+	binary.BigEndian.PutUint64(j.canon[seqValueOffset:], j.seq)
 	j.hash = ChainHash(l.prevHash, j.canon)
 	l.nextSeq++
 	l.prevHash = j.hash
-	// Both channels have QueueSize capacity and slots bounds what is in
-	// flight, so these sends never block while the lock is held.
-	l.signCh <- j
+	// The channel has QueueSize capacity and slots bounds what is in
+	// flight, so this send never blocks while the lock is held.
 	l.order <- j
 	l.mu.Unlock()
+	j.sig, j.err = l.opts.Signer.SignMessage(bytesReader(j.hash[:]))
+	if j.err != nil {
+		j.err = fmt.Errorf("auditlog: sign entry %d: %w", j.seq, j.err)
+	}
+	close(j.signed)
 	return j.ack, nil
 }
 
@@ -371,7 +364,6 @@ func (l *Log) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("auditlog: close: %w", ctx.Err())
 	}
-	close(l.signCh)
 	err := l.w.closeErr
 	unlockDir(l.lock, err == nil)
 	return err

@@ -77,18 +77,37 @@ func (w *writer) run() {
 	}
 }
 
-// gather adds whatever else is queued, up to MaxBatch: this is group commit,
-// since entries queue up while the previous fsync runs.
+// gather adds whatever else is queued, up to MaxBatch: this is group commit.
+// While it waits for the batch's signatures, more entries arrive; it takes
+// those too, until a round brings nothing new or the batch has been open for
+// maxGather. Under load batches grow and fsyncs get rarer, which matters
+// because each fsync costs CPU that signing needs; with a single appender
+// nothing waits.
 func (w *writer) gather(batch []*job) []*job {
-	for len(batch) < w.l.opts.MaxBatch {
-		select {
-		case j := <-w.l.order:
-			batch = append(batch, j)
-		default:
+	const maxGather = 2 * time.Millisecond
+	opened := time.Now()
+	waited := 0
+	for {
+		n := len(batch)
+	drain:
+		for len(batch) < w.l.opts.MaxBatch {
+			select {
+			case j := <-w.l.order:
+				batch = append(batch, j)
+			default:
+				break drain
+			}
+		}
+		if len(batch) == n && n > 1 || len(batch) >= w.l.opts.MaxBatch || time.Since(opened) >= maxGather {
+			return batch
+		}
+		for ; waited < len(batch); waited++ {
+			<-batch[waited].signed
+		}
+		if len(batch) == n {
 			return batch
 		}
 	}
-	return batch
 }
 
 func (w *writer) commit(batch []*job) {
