@@ -1,7 +1,6 @@
 package auditlog
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -203,6 +202,3 @@ func cmpU64(a, b uint64) int {
 	}
 	return 0
 }
-
-// hashEqual compares two hashes.
-func hashEqual(a, b []byte) bool { return bytes.Equal(a, b) }
