@@ -6,7 +6,9 @@
 package auditlog
 
 import (
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Type is an entry's event type.
@@ -77,3 +79,54 @@ type Entry struct {
 
 // Attr returns the attribute k, or "".
 func (e *Entry) Attr(k string) string { return e.Attrs[k] }
+
+// maxStringLen bounds each string field of an entry; longer values are cut
+// and marked, so one huge command line can never make an entry unwritable.
+const maxStringLen = 64 << 10
+
+// truncMark ends a string that sanitize cut.
+const truncMark = "…[truncated]"
+
+// sanitize makes every string valid UTF-8 and bounded, so whatever the
+// kernel or /proc hands over, the entry can be encoded, written and read
+// back. Invalid bytes become U+FFFD.
+func (e *Entry) sanitize() {
+	fix := func(s *string) {
+		if !utf8.ValidString(*s) {
+			*s = strings.ToValidUTF8(*s, "\uFFFD")
+		}
+		if len(*s) > maxStringLen {
+			cut := maxStringLen - len(truncMark)
+			for cut > 0 && !utf8.RuneStart((*s)[cut]) {
+				cut--
+			}
+			*s = (*s)[:cut] + truncMark
+		}
+	}
+	fix((*string)(&e.Type))
+	fix(&e.Host)
+	id := &e.Identity
+	for _, p := range []*string{&id.Comm, &id.Exe, &id.Cmdline, &id.CgroupPath, &id.ContainerID, &id.Runtime, &id.Pod, &id.Namespace, &e.Proto, &e.Src, &e.Dst, (*string)(&e.Decision), &e.Rule} {
+		fix(p)
+	}
+	if len(e.Attrs) == 0 {
+		return
+	}
+	clean := true
+	for k, v := range e.Attrs {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) || len(k) > maxStringLen || len(v) > maxStringLen {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return
+	}
+	m := make(map[string]string, len(e.Attrs))
+	for k, v := range e.Attrs {
+		fix(&k)
+		fix(&v)
+		m[k] = v
+	}
+	e.Attrs = m // a copy: the caller's map is not changed
+}

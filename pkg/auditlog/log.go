@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/vigil-ebpf/vigil/pkg/keys"
@@ -56,6 +58,10 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Origin == "" {
 		o.Origin = "vigil/" + o.Host
+	}
+	// The origin is also the signed-note key name: no spaces or '+'.
+	if o.Origin == "" || strings.ContainsAny(o.Origin, "+ \t\r\n") || !utf8.ValidString(o.Origin) {
+		return fmt.Errorf("auditlog: checkpoint origin %q is not usable: it must be non-empty UTF-8 without spaces or '+' (set a simpler host name)", o.Origin)
 	}
 	if o.SegmentMaxBytes <= 0 {
 		o.SegmentMaxBytes = 64 << 20
@@ -304,10 +310,15 @@ func (l *Log) Append(ctx context.Context, e Entry) (*Ack, error) {
 		e.Host = l.opts.Host
 	}
 	e.Seq = 1
+	e.sanitize()
 	j := &job{
 		canon:  e.AppendCanonical(make([]byte, 0, 384)),
 		signed: make(chan struct{}),
 		ack:    &Ack{done: make(chan struct{})},
+	}
+	if len(j.canon) > maxFieldLen {
+		<-l.slots
+		return nil, fmt.Errorf("auditlog: entry of %d bytes exceeds the %d-byte limit: send fewer or shorter attributes", len(j.canon), maxFieldLen)
 	}
 	l.mu.Lock()
 	if l.closed {
@@ -317,6 +328,7 @@ func (l *Log) Append(ctx context.Context, e Entry) (*Ack, error) {
 	}
 	if l.failErr != nil {
 		l.refused++
+		l.stats.lost.Add(1)
 		err := l.failErr
 		l.mu.Unlock()
 		<-l.slots

@@ -228,6 +228,13 @@ func (w *writer) replaySegment(sf segmentFile, first bool, baseSize uint64, last
 			if !last {
 				return res, &CorruptError{Segment: name, Seq: w.chain.next, Reason: fmt.Sprintf("damaged frame at byte %d: %v", off, err)}
 			}
+			// A complete frame with a bad CRC and more bytes after it was
+			// changed, not torn by a crash: refuse rather than cut history.
+			if errors.Is(err, errCRC) {
+				if st, serr := f.Stat(); serr == nil && off+frameOverhead+int64(len(body)) < st.Size() {
+					return res, &CorruptError{Segment: name, Seq: w.chain.next, Reason: fmt.Sprintf("frame at byte %d fails its CRC but more records follow it", off)}
+				}
+			}
 			copyPath, size, cerr := saveTorn(w.l.dir, sf.Path, off)
 			if cerr != nil {
 				return res, cerr
