@@ -51,6 +51,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			agentCommand(),
 			keysCommand(),
+			eventsCommand(),
 			verifyCommand(),
 			benchCommand(),
 			versionCommand(),

@@ -41,36 +41,36 @@ const (
 // Identity is who acted: the kernel's view of the calling process, enriched
 // from /proc and the container runtime when known. Zero fields are unknown.
 type Identity struct {
-	PID         uint64 // thread-group id of the caller
-	TID         uint64 // thread id of the caller
-	UID         uint64
-	GID         uint64
-	Comm        string // kernel task name (≤ 15 bytes)
-	Exe         string // executable path from /proc/PID/exe
-	Cmdline     string // bounded command line, NUL bytes replaced by spaces
-	CgroupPath  string // cgroup v2 path relative to the cgroup root
-	CgroupID    uint64
-	NetnsCookie uint64
-	ContainerID string
-	Runtime     string // container runtime (containerd, cri-o, docker, systemd)
-	Pod         string
-	Namespace   string // Kubernetes namespace of Pod
+	PID         uint64 `json:"pid,omitempty"` // thread-group id of the caller
+	TID         uint64 `json:"tid,omitempty"` // thread id of the caller
+	UID         uint64 `json:"uid,omitempty"`
+	GID         uint64 `json:"gid,omitempty"`
+	Comm        string `json:"comm,omitempty"`        // kernel task name (≤ 15 bytes)
+	Exe         string `json:"exe,omitempty"`         // executable path from /proc/PID/exe
+	Cmdline     string `json:"cmdline,omitempty"`     // bounded command line, NUL bytes replaced by spaces
+	CgroupPath  string `json:"cgroup_path,omitempty"` // cgroup v2 path relative to the cgroup root
+	CgroupID    uint64 `json:"cgroup_id,omitempty"`
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
+	ContainerID string `json:"container_id,omitempty"`
+	Runtime     string `json:"runtime,omitempty"` // container runtime (containerd, cri-o, docker, systemd)
+	Pod         string `json:"pod,omitempty"`
+	Namespace   string `json:"namespace,omitempty"` // Kubernetes namespace of Pod
 }
 
 // Entry is one audit event. Seq, Time and Host are assigned by the log when
 // the entry is appended, unless set by the caller (Time and Host only).
 type Entry struct {
-	Seq      uint64 // position in the log, 1-based, no gaps
-	Time     time.Time
-	Type     Type
-	Host     string
-	Identity Identity
-	Proto    string // transport, e.g. "tcp", "udp"
-	Src      string // client address "ip:port"
-	Dst      string // original destination "ip:port"
-	Decision Decision
-	Rule     string            // name of the policy rule that decided
-	Attrs    map[string]string // type-specific details (bytes, durations, L7 fields, reasons)
+	Seq      uint64            `json:"seq"` // position in the log, 1-based, no gaps
+	Time     time.Time         `json:"time"`
+	Type     Type              `json:"type"`
+	Host     string            `json:"host,omitempty"`
+	Identity Identity          `json:"identity,omitzero"`
+	Proto    string            `json:"proto,omitempty"` // transport, e.g. "tcp", "udp"
+	Src      string            `json:"src,omitempty"`   // client address "ip:port"
+	Dst      string            `json:"dst,omitempty"`   // original destination "ip:port"
+	Decision Decision          `json:"decision,omitempty"`
+	Rule     string            `json:"rule,omitempty"`  // name of the policy rule that decided
+	Attrs    map[string]string `json:"attrs,omitempty"` // type-specific details (bytes, durations, L7 fields, reasons)
 
 	// unknown holds fields written by a newer vigil, kept verbatim so that
 	// re-encoding reproduces the canonical bytes.
