@@ -24,6 +24,13 @@ fi
 
 scripts/install-deps.sh
 
+# Real servers for the end-to-end tests (PostgreSQL, Redis), on loopback.
+if [ "$(id -u)" -eq 0 ]; then
+	scripts/e2e-env.sh start
+else
+	echo "test: not root: end-to-end servers not started; privileged tests will skip" >&2
+fi
+
 failed=()
 
 echo "==> go mod tidy -diff"

@@ -1,0 +1,51 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// FileConfig is the YAML configuration file (`vigil agent --config FILE`).
+// Every field is optional; flags and VIGIL_* environment variables win over
+// the file, and the file wins over defaults.
+type FileConfig struct {
+	DataDir   string   `yaml:"data_dir"`
+	Key       string   `yaml:"key"`
+	Host      string   `yaml:"host"`
+	Cgroup    string   `yaml:"cgroup"`
+	Capture   []string `yaml:"capture"`
+	ProxyPort uint16   `yaml:"proxy_port"`
+	FailMode  string   `yaml:"fail_mode"`
+	PinPath   string   `yaml:"pin_path"`
+	LogLevel  string   `yaml:"log_level"`
+}
+
+// LoadFile reads and strictly decodes a configuration file: unknown keys
+// and wrong types are errors with the line they are on.
+func LoadFile(path string) (FileConfig, error) {
+	var fc FileConfig
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fc, fmt.Errorf("agent: read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
+		return fc, fmt.Errorf("agent: config %s: %w", path, err)
+	}
+	if fc.FailMode != "" && fc.FailMode != FailOpen && fc.FailMode != FailClosed {
+		return fc, fmt.Errorf("agent: config %s: fail_mode %q: want %q or %q", path, fc.FailMode, FailOpen, FailClosed)
+	}
+	return fc, nil
+}
+
+// Fail modes: what happens to connections while the agent is not running.
+const (
+	FailOpen   = "open"   // programs detach with the agent: traffic flows directly, unaudited
+	FailClosed = "closed" // programs stay pinned: connections fail until the agent is back
+)

@@ -1,0 +1,42 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoadFile(t *testing.T) {
+	tests := []struct {
+		name, yaml, wantErr string
+	}{
+		{"full", "data_dir: /d\nkey: /k\ncapture: [\"10.0.0.0/8:5432\"]\nproxy_port: 15002\nfail_mode: closed\n", ""},
+		{"empty", "", ""},
+		{"unknown key", "data_dir: /d\nfial_mode: open\n", "line 2: field fial_mode not found"},
+		{"bad type", "proxy_port: lots\n", "line 1"},
+		{"bad fail mode", "fail_mode: maybe\n", "want \"open\" or \"closed\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "vigil.yaml")
+			os.WriteFile(p, []byte(tt.yaml), 0o600)
+			fc, err := LoadFile(p)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("LoadFile = %v", err)
+				}
+				if tt.name == "full" && (fc.ProxyPort != 15002 || fc.FailMode != FailClosed || len(fc.Capture) != 1) {
+					t.Errorf("LoadFile = %+v", fc)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("LoadFile = %v; want error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+	if _, err := LoadFile("/nonexistent/vigil.yaml"); err == nil {
+		t.Error("LoadFile of a missing file succeeded")
+	}
+}
