@@ -36,6 +36,10 @@ func appendFrame(b, body []byte) []byte {
 // write that a crash interrupted (or of corruption, if more frames follow).
 var errTorn = errors.New("incomplete or corrupt frame")
 
+// errCRC marks a complete frame whose body fails its CRC; next returns the
+// body along with it so that a verifier can tell which entry was changed.
+var errCRC = fmt.Errorf("%w: CRC mismatch", errTorn)
+
 // frameReader reads frames sequentially and tracks the offset of each.
 type frameReader struct {
 	r   *bufio.Reader
@@ -49,7 +53,8 @@ func newFrameReader(r io.Reader, off int64) *frameReader {
 
 // next returns the next frame body (valid until the following call) and its
 // offset. It returns io.EOF at a clean end, and an error wrapping errTorn for
-// a short or corrupt frame.
+// a short or corrupt frame; for a complete frame that fails its CRC, the
+// error is errCRC and the body is returned too.
 func (fr *frameReader) next() ([]byte, int64, error) {
 	start := fr.off
 	var hdr [frameOverhead]byte
@@ -73,7 +78,7 @@ func (fr *frameReader) next() ([]byte, int64, error) {
 		return nil, start, fmt.Errorf("%w: frame of %d bytes cut short at %d", errTorn, size, n)
 	}
 	if crc32.Checksum(body, castagnoli) != sum {
-		return nil, start, fmt.Errorf("%w: CRC mismatch", errTorn)
+		return body, start, errCRC
 	}
 	fr.off += frameOverhead + int64(size)
 	return body, start, nil
