@@ -1,5 +1,5 @@
-// Package agent is the vigil daemon: it owns the lifecycle of the audit log
-// and of everything that writes to it.
+// Package agent is the vigil daemon: it owns the lifecycle of the audit log,
+// the kernel interception and the proxy, and wires them together.
 package agent
 
 import (
@@ -8,28 +8,46 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
+	"github.com/vigil-ebpf/vigil/pkg/identity"
+	"github.com/vigil-ebpf/vigil/pkg/intercept"
 	"github.com/vigil-ebpf/vigil/pkg/keys"
+	"github.com/vigil-ebpf/vigil/pkg/proxy"
 	"github.com/vigil-ebpf/vigil/pkg/version"
 )
 
-// DefaultDataDir is where the agent keeps its log and, in zero-config mode,
-// its signing key.
-const DefaultDataDir = "/var/lib/vigil"
+// Defaults.
+const (
+	DefaultDataDir = "/var/lib/vigil"    // log and, in zero-config mode, the signing key
+	DefaultPinPath = "/sys/fs/bpf/vigil" // bpffs directory for fail-closed pins
+	drainTimeout   = 10 * time.Second    // how long SIGTERM waits for relays to finish
+)
 
 // Config is the agent's configuration.
 type Config struct {
-	DataDir  string // default DefaultDataDir
-	KeyRef   string // private key path or KMS URI; "" means DataDir/signing.key, created on first start
-	Password []byte // password of an encrypted key file
-	Host     string // default: hostname
-	Log      auditlog.Options
-	Logger   *slog.Logger
+	DataDir   string // default DefaultDataDir
+	KeyRef    string // private key path or KMS URI; "" means DataDir/signing.key, created on first start
+	Password  []byte // password of an encrypted key file
+	Host      string // default: hostname
+	Log       auditlog.Options
+	Logger    *slog.Logger
+	Intercept bool // attach the BPF programs and run the proxy; false records only agent events
+
+	CgroupPath string                  // cgroup v2 directory to capture; "" = the whole host
+	Capture    []intercept.CaptureRule // default: all TCP except loopback
+	ProxyPort  uint16                  // default intercept.DefaultProxyPort
+	FailMode   string                  // FailOpen (default) or FailClosed
+	PinPath    string                  // bpffs directory for FailClosed; default DefaultPinPath
+	Debug      bool                    // verifier logs in BPF load errors
 }
 
 // Agent is a running vigil daemon.
@@ -37,18 +55,33 @@ type Agent struct {
 	cfg    Config
 	log    *slog.Logger
 	audit  *auditlog.Log
+	icpt   *intercept.Interceptor
+	proxy  *proxy.Proxy
 	keyID  string
 	pubKey string
 }
 
-// New loads (or, with no key configured, creates) the signing key and opens
-// the audit log.
+// New loads (or, with no key configured, creates) the signing key, opens
+// the audit log and, with Intercept, attaches the BPF programs and binds the
+// proxy. Nothing is redirected to the proxy before it listens.
 func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.DataDir == "" {
 		cfg.DataDir = DefaultDataDir
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.FailMode == "" {
+		cfg.FailMode = FailOpen
+	}
+	if cfg.FailMode != FailOpen && cfg.FailMode != FailClosed {
+		return nil, fmt.Errorf("agent: fail mode %q: want %q or %q", cfg.FailMode, FailOpen, FailClosed)
+	}
+	if cfg.ProxyPort == 0 {
+		cfg.ProxyPort = intercept.DefaultProxyPort
+	}
+	if cfg.PinPath == "" {
+		cfg.PinPath = DefaultPinPath
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrPermission) {
@@ -76,8 +109,57 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger, audit: audit, keyID: id, pubKey: pubPath}, nil
+	a := &Agent{cfg: cfg, log: cfg.Logger, audit: audit, keyID: id, pubKey: pubPath}
+	if cfg.Intercept {
+		if err := a.startIntercept(ctx); err != nil {
+			_ = audit.Close(context.WithoutCancel(ctx))
+			return nil, err
+		}
+	}
+	return a, nil
 }
+
+// startIntercept binds the proxy first and attaches the programs second, so
+// no connection is ever redirected to a port nobody listens on.
+func (a *Agent) startIntercept(ctx context.Context) error {
+	cfg := a.cfg
+	p, err := proxy.New(proxy.Config{
+		Listen:   []string{fmt.Sprintf("127.0.0.1:%d", cfg.ProxyPort), fmt.Sprintf("[::1]:%d", cfg.ProxyPort)},
+		Resolver: resolverFunc(a.lookup),
+		Auditor:  a.audit,
+		DialMark: intercept.DefaultBypassMark,
+		Logger:   cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	ic := intercept.Config{
+		CgroupPath: cfg.CgroupPath,
+		ProxyPort:  cfg.ProxyPort,
+		Capture:    cfg.Capture,
+		BypassMark: intercept.DefaultBypassMark,
+		Logger:     cfg.Logger,
+		Debug:      cfg.Debug,
+	}
+	if cfg.FailMode == FailClosed {
+		ic.PinPath = cfg.PinPath
+	}
+	icpt, err := intercept.Open(ctx, ic)
+	if err != nil {
+		_ = p.Shutdown(context.WithoutCancel(ctx))
+		return err
+	}
+	a.proxy, a.icpt = p, icpt
+	return nil
+}
+
+// resolverFunc adapts a function to proxy.Resolver.
+type resolverFunc func(netip.AddrPort) (intercept.Origin, bool, error)
+
+func (f resolverFunc) Lookup(c netip.AddrPort) (intercept.Origin, bool, error) { return f(c) }
+
+// lookup goes through the agent so the interceptor can be swapped on reload.
+func (a *Agent) lookup(c netip.AddrPort) (intercept.Origin, bool, error) { return a.icpt.Lookup(c) }
 
 // loadKey returns the signer and, when known, the path of its public key.
 func loadKey(ctx context.Context, cfg Config) (signature.SignerVerifier, string, error) {
@@ -116,30 +198,141 @@ func checkKeyMode(path string) error {
 	return nil
 }
 
-// Run records agent.start, serves until ctx ends, then records agent.stop,
-// writes a final checkpoint and closes the log.
+// Run records agent.start, serves until ctx ends, then drains, records
+// agent.stop, writes a final checkpoint and closes the log.
 func (a *Agent) Run(ctx context.Context) error {
 	v := version.Get()
 	start := time.Now()
-	if _, err := a.audit.AppendSync(ctx, auditlog.Entry{
-		Type:  auditlog.AgentStart,
-		Attrs: map[string]string{"version": v.Version, "commit": v.Commit, "key_id": a.keyID, "pid": fmt.Sprint(os.Getpid())},
-	}); err != nil {
-		_ = a.audit.Close(context.Background())
+	attrs := map[string]string{
+		"version": v.Version, "commit": v.Commit, "key_id": a.keyID, "pid": strconv.Itoa(os.Getpid()),
+		"intercept": strconv.FormatBool(a.icpt != nil),
+	}
+	if a.icpt != nil {
+		attrs["cgroup"] = a.cfg.CgroupPath
+		if attrs["cgroup"] == "" {
+			attrs["cgroup"] = "/"
+		}
+		attrs["fail_mode"] = a.cfg.FailMode
+		attrs["proxy_port"] = strconv.Itoa(int(a.cfg.ProxyPort))
+		attrs["capture"] = captureString(a.cfg.Capture)
+	}
+	if _, err := a.audit.AppendSync(ctx, auditlog.Entry{Type: auditlog.AgentStart, Attrs: attrs}); err != nil {
+		a.abort(ctx)
 		return fmt.Errorf("agent: record start: %w", err)
 	}
-	a.log.Info("vigil agent started", "data_dir", a.cfg.DataDir, "fingerprint", a.keyID, "public_key", a.pubKey, "version", v.Version)
-	<-ctx.Done()
-	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 1)
+	if a.icpt != nil {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			serveErr <- a.proxy.Serve(ctx)
+		}()
+		go func() {
+			defer wg.Done()
+			if err := a.icpt.ReadEvents(ctx, func(ev intercept.Event) { a.kernelEvent(ctx, ev) }); err != nil {
+				a.log.Error("kernel event reader stopped", "err", err)
+			}
+		}()
+	}
+	a.log.Info("vigil agent started", "data_dir", a.cfg.DataDir, "fingerprint", a.keyID, "public_key", a.pubKey,
+		"version", v.Version, "intercept", a.icpt != nil, "fail_mode", a.cfg.FailMode)
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-serveErr:
+		a.log.Error("proxy stopped", "err", runErr)
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), drainTimeout+20*time.Second)
 	defer cancel()
+	if a.icpt != nil {
+		// Fail-open: detach first so new connections go direct while the
+		// proxy drains. Fail-closed: the pins keep redirecting (and
+		// failing) until an agent is back.
+		if a.cfg.FailMode == FailOpen {
+			a.closeIntercept()
+		}
+		dctx, dcancel := context.WithTimeout(stopCtx, drainTimeout)
+		if err := a.proxy.Shutdown(dctx); err != nil {
+			a.log.Warn("proxy drain", "err", err)
+		}
+		dcancel()
+		if a.cfg.FailMode == FailClosed {
+			a.closeIntercept()
+		}
+	}
+	wg.Wait()
 	_, serr := a.audit.AppendSync(stopCtx, auditlog.Entry{
 		Type:  auditlog.AgentStop,
 		Attrs: map[string]string{"uptime": time.Since(start).Round(time.Millisecond).String()},
 	})
 	cerr := a.audit.Close(stopCtx)
 	a.log.Info("vigil agent stopped", "next_seq", a.audit.Stats().NextSeq)
-	return errors.Join(serr, cerr)
+	return errors.Join(runErr, serr, cerr)
 }
 
-// Close releases the log without recording a stop; for errors before Run.
-func (a *Agent) Close(ctx context.Context) error { return a.audit.Close(ctx) }
+func (a *Agent) closeIntercept() {
+	if err := a.icpt.Close(); err != nil {
+		a.log.Warn("detach", "err", err)
+	}
+}
+
+// abort releases everything without recording a stop.
+func (a *Agent) abort(ctx context.Context) {
+	if a.icpt != nil {
+		a.closeIntercept()
+		_ = a.proxy.Shutdown(context.WithoutCancel(ctx))
+	}
+	_ = a.audit.Close(context.WithoutCancel(ctx))
+}
+
+// Close releases the agent without running it; for errors before Run.
+func (a *Agent) Close(ctx context.Context) error {
+	a.abort(ctx)
+	return nil
+}
+
+// kernelEvent records what the kernel saw but could not send through the
+// proxy. It never blocks the ring buffer reader for long: Append only
+// queues, and a full queue is the log's backpressure.
+func (a *Agent) kernelEvent(ctx context.Context, ev intercept.Event) {
+	o := ev.Origin
+	info := identity.FromPID(o.PID, "")
+	e := auditlog.Entry{
+		Type: auditlog.ConnBypass,
+		Identity: auditlog.Identity{
+			PID: uint64(o.PID), TID: uint64(o.TID), UID: uint64(o.UID), GID: uint64(o.GID), Comm: o.Comm,
+			Exe: info.Exe, Cmdline: info.Cmdline, CgroupPath: info.CgroupPath, CgroupID: o.CgroupID,
+			NetnsCookie: o.NetnsCookie, ContainerID: info.ContainerID, Runtime: info.Runtime,
+		},
+		Proto:    ev.Proto,
+		Dst:      addrString(o.Dst),
+		Decision: auditlog.Audit,
+		Rule:     "kernel-observed",
+		Attrs:    map[string]string{"path": string(ev.Kind)},
+	}
+	if ev.Src.IsValid() {
+		e.Src = ev.Src.String()
+	}
+	if _, err := a.audit.Append(ctx, e); err != nil && ctx.Err() == nil {
+		a.log.Error("cannot record kernel event", "kind", ev.Kind, "err", err)
+	}
+}
+
+func addrString(ap netip.AddrPort) string {
+	if !ap.IsValid() {
+		return ""
+	}
+	return ap.String()
+}
+
+func captureString(rules []intercept.CaptureRule) string {
+	if len(rules) == 0 {
+		rules = intercept.DefaultCapture()
+	}
+	s := make([]string, len(rules))
+	for i, r := range rules {
+		s[i] = r.String()
+	}
+	return strings.Join(s, ",")
+}

@@ -14,8 +14,13 @@ set -euo pipefail
 # Default packages for `make test`: one package per line, so adding one is a
 # one-line change.
 DEFAULT_PACKAGES=(
+	bpftool
 	ca-certificates
+	clang
 	git
+	iproute2
+	libbpf-dev
+	llvm
 	make
 )
 

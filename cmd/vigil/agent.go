@@ -1,39 +1,105 @@
 package main
 
 import (
+	"strings"
+
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-ebpf/vigil/agent"
+	"github.com/vigil-ebpf/vigil/pkg/intercept"
 )
 
 func agentCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "agent",
-		Usage: "run the vigil daemon (zero config: key and log under /var/lib/vigil)",
+		Usage: "run the vigil daemon (zero config: captures the host's TCP, key and log under /var/lib/vigil)",
+		Description: "Flags win over VIGIL_* environment variables, which win over the --config file,\n" +
+			"which wins over the defaults. SIGTERM/SIGINT drain relays, record agent.stop and a\n" +
+			"final checkpoint.",
 		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Usage: "YAML configuration file (see deploy/vigil.example.yaml)", EnvVars: []string{"VIGIL_CONFIG"}},
 			&cli.StringFlag{Name: "data-dir", Value: agent.DefaultDataDir, Usage: "audit log directory", EnvVars: []string{"VIGIL_DATA_DIR"}},
 			&cli.StringFlag{Name: "key", Usage: "signing key file or KMS URI (default: DATA_DIR/signing.key, generated on first start)", EnvVars: []string{"VIGIL_KEY"}},
 			passwordFileFlag,
 			&cli.StringFlag{Name: "host", Usage: "host name recorded in entries (default: hostname)", EnvVars: []string{"VIGIL_HOST"}},
+			&cli.StringFlag{Name: "cgroup", Usage: "cgroup v2 directory whose processes are captured (default: the whole host)", EnvVars: []string{"VIGIL_CGROUP"}},
+			&cli.StringFlag{Name: "capture", Usage: "destinations to capture, e.g. \"10.0.0.0/8:5432,0.0.0.0/0:443,::/0\" (default: all TCP except loopback)", EnvVars: []string{"VIGIL_CAPTURE"}},
+			&cli.UintFlag{Name: "proxy-port", Value: uint(intercept.DefaultProxyPort), Usage: "loopback port of the proxy", EnvVars: []string{"VIGIL_PROXY_PORT"}},
+			&cli.StringFlag{Name: "fail-mode", Value: agent.FailOpen, Usage: "open: traffic flows directly if the agent dies; closed: it fails until the agent is back", EnvVars: []string{"VIGIL_FAIL_MODE"}},
+			&cli.StringFlag{Name: "pin-path", Value: agent.DefaultPinPath, Usage: "bpffs directory for fail-closed pins", EnvVars: []string{"VIGIL_PIN_PATH"}},
+			&cli.BoolFlag{Name: "no-intercept", Hidden: true, Usage: "record agent events only, without BPF or proxy (development)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() > 0 {
 				return usagef("agent takes no arguments (got %q)", c.Args().First())
 			}
-			pw, err := readPassword(c)
+			cfg, err := agentConfig(c)
 			if err != nil {
 				return err
 			}
-			a, err := agent.New(c.Context, agent.Config{
-				DataDir:  c.String("data-dir"),
-				KeyRef:   c.String("key"),
-				Password: pw,
-				Host:     c.String("host"),
-				Logger:   logger(c),
-			})
+			a, err := agent.New(c.Context, cfg)
 			if err != nil {
 				return err
 			}
 			return a.Run(c.Context)
 		},
 	}
+}
+
+// agentConfig merges flags, environment and the config file.
+func agentConfig(c *cli.Context) (agent.Config, error) {
+	var fc agent.FileConfig
+	if p := c.String("config"); p != "" {
+		var err error
+		if fc, err = agent.LoadFile(p); err != nil {
+			return agent.Config{}, err
+		}
+	}
+	str := func(flag, file string) string {
+		if !c.IsSet(flag) && file != "" {
+			return file
+		}
+		return c.String(flag)
+	}
+	pw, err := readPassword(c)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	cfg := agent.Config{
+		DataDir:    str("data-dir", fc.DataDir),
+		KeyRef:     str("key", fc.Key),
+		Password:   pw,
+		Host:       str("host", fc.Host),
+		CgroupPath: str("cgroup", fc.Cgroup),
+		FailMode:   str("fail-mode", fc.FailMode),
+		PinPath:    str("pin-path", fc.PinPath),
+		Logger:     logger(c),
+		Intercept:  !c.Bool("no-intercept"),
+		Debug:      c.String("log-level") == "debug",
+	}
+	if cfg.FailMode != agent.FailOpen && cfg.FailMode != agent.FailClosed {
+		return cfg, usagef("--fail-mode %q: want open or closed", cfg.FailMode)
+	}
+	port := c.Uint("proxy-port")
+	if !c.IsSet("proxy-port") && fc.ProxyPort != 0 {
+		port = uint(fc.ProxyPort)
+	}
+	if port == 0 || port > 65535 {
+		return cfg, usagef("--proxy-port %d: want 1-65535", port)
+	}
+	cfg.ProxyPort = uint16(port)
+	capture := c.String("capture")
+	if !c.IsSet("capture") && len(fc.Capture) > 0 {
+		capture = strings.Join(fc.Capture, ",")
+	}
+	if capture != "" {
+		rules, err := intercept.ParseCapture(capture)
+		if err != nil {
+			return cfg, usagef("--capture: %v", err)
+		}
+		cfg.Capture = rules
+	}
+	if cfg.Host != "" && strings.ContainsAny(cfg.Host, " +\t") {
+		return cfg, usagef("--host %q: no spaces or '+'", cfg.Host)
+	}
+	return cfg, nil
 }

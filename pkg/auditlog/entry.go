@@ -26,6 +26,7 @@ const (
 	PolicyLoad  Type = "policy.load"  // a policy was loaded or rejected
 	LogGap      Type = "log.gap"      // events that could not be recorded, said out loud
 	LogRecovery Type = "log.recovery" // the log recovered from an unclean stop
+	ConnBypass  Type = "conn.bypass"  // traffic the kernel saw but could not send through the proxy (UDP, other netns, ...)
 )
 
 // Decision is the verdict recorded for a connection or request.

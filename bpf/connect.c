@@ -1,0 +1,322 @@
+//go:build ignore
+
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * connect.c: the socket-address hooks. Compiled as part of intercept.c.
+ *
+ *   cgroup/connect4, cgroup/connect6
+ *     TCP: record the origin under the socket cookie and rewrite the
+ *     destination to the proxy (127.0.0.1, ::1 or ::ffff:127.0.0.1 at
+ *     cfg_proxy_port), unless the socket carries the bypass mark, the
+ *     destination is not captured or is the proxy port, or the socket lives
+ *     in another network namespace (reported, not redirected).
+ *     UDP: report once per (socket, destination); never redirected.
+ *   cgroup/getpeername4, cgroup/getpeername6
+ *     A redirected socket's peer is its original destination.
+ *   cgroup/sendmsg4, cgroup/sendmsg6
+ *     UDP sendto()/sendmsg() with an address: report once per (socket,
+ *     destination); never redirected.
+ *
+ * Every program returns 1: nothing here ever refuses a connection.
+ */
+
+#define LOOPBACK_V4 0x7f000001 /* 127.0.0.1 */
+
+/* A destination as the caller gave it, IPv4-mapped IPv6 unmapped. */
+struct dst {
+	__u32 addr[4];
+	__u16 port;
+	__u8 family;
+	__u8 mapped;
+};
+
+static __always_inline void dst_v4(struct dst *d, struct bpf_sock_addr *ctx)
+{
+	__builtin_memset(d, 0, sizeof(*d));
+	d->family = FAMILY_V4;
+	d->addr[0] = ctx->user_ip4;
+	d->port = bpf_ntohs((__u16)ctx->user_port);
+}
+
+static __always_inline void dst_v6(struct dst *d, struct bpf_sock_addr *ctx)
+{
+	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1];
+	__u32 a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
+
+	__builtin_memset(d, 0, sizeof(*d));
+	d->port = bpf_ntohs((__u16)ctx->user_port);
+	if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff)) {
+		d->family = FAMILY_V4;
+		d->mapped = 1;
+		d->addr[0] = a3;
+		return;
+	}
+	d->family = FAMILY_V6;
+	d->addr[0] = a0;
+	d->addr[1] = a1;
+	d->addr[2] = a2;
+	d->addr[3] = a3;
+}
+
+/* captured reports whether the capture set covers d. */
+static __always_inline int captured(const struct dst *d)
+{
+	struct capture_key key;
+	struct capture_val *val;
+	__u32 i, n;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	key.family = d->family;
+	key.prefixlen = 32 + (d->family == FAMILY_V4 ? 32 : 128);
+	key.addr[0] = d->addr[0];
+	key.addr[1] = d->addr[1];
+	key.addr[2] = d->addr[2];
+	key.addr[3] = d->addr[3];
+
+	val = bpf_map_lookup_elem(&vigil_capture, &key);
+	if (!val)
+		return 0;
+	n = val->n;
+	for (i = 0; i < CAPTURE_MAX_RANGES; i++) {
+		if (i >= n)
+			break;
+		if (d->port >= val->ranges[i].lo && d->port <= val->ranges[i].hi)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline void fill_origin(struct origin *o, struct bpf_sock_addr *ctx, const struct dst *d)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	__builtin_memset(o, 0, sizeof(*o));
+	o->dst_addr[0] = d->addr[0];
+	o->dst_addr[1] = d->addr[1];
+	o->dst_addr[2] = d->addr[2];
+	o->dst_addr[3] = d->addr[3];
+	o->dst_port = d->port;
+	o->family = d->family;
+	o->flags = d->mapped ? ORIGIN_F_V4MAPPED : 0;
+	o->pid = pid_tgid >> 32;
+	o->tid = (__u32)pid_tgid;
+	o->uid = (__u32)uid_gid;
+	o->gid = uid_gid >> 32;
+	o->cgroup_id = bpf_get_current_cgroup_id();
+	o->netns_cookie = bpf_get_netns_cookie(ctx);
+	o->socket_cookie = bpf_get_socket_cookie(ctx);
+	bpf_get_current_comm(o->comm, sizeof(o->comm));
+}
+
+/* emit sends an event to userspace; a full ring buffer is counted, never fatal. */
+static __always_inline void emit(__u8 kind, __u8 proto, const struct origin *o, struct bpf_sock *sk)
+{
+	struct event *e;
+
+	e = bpf_ringbuf_reserve(&vigil_events, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_EVENTS_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	__builtin_memcpy(&e->origin, o, sizeof(*o));
+	e->kind = kind;
+	e->proto = proto;
+	if (sk && sk->src_port) {
+		e->src_port = sk->src_port;
+		if (sk->family == AF_INET) {
+			e->src_family = FAMILY_V4;
+			e->src_addr[0] = sk->src_ip4;
+		} else {
+			e->src_family = FAMILY_V6;
+			e->src_addr[0] = sk->src_ip6[0];
+			e->src_addr[1] = sk->src_ip6[1];
+			e->src_addr[2] = sk->src_ip6[2];
+			e->src_addr[3] = sk->src_ip6[3];
+		}
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* report_udp reports a captured UDP destination once per (socket, destination, kind). */
+static __always_inline void report_udp(struct bpf_sock_addr *ctx, const struct dst *d, __u8 kind)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct seen_key key;
+	struct origin o;
+	__u8 one = 1;
+
+	if (!sk || sk->mark == cfg_bypass_mark || !captured(d))
+		return;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	key.socket_cookie = bpf_get_socket_cookie(ctx);
+	key.addr[0] = d->addr[0];
+	key.addr[1] = d->addr[1];
+	key.addr[2] = d->addr[2];
+	key.addr[3] = d->addr[3];
+	key.port = d->port;
+	key.family = d->family;
+	key.kind = kind;
+	/* BPF_NOEXIST makes the check and the insert one step: only the first report wins. */
+	if (bpf_map_update_elem(&vigil_udp_seen, &key, &one, BPF_NOEXIST))
+		return;
+
+	fill_origin(&o, ctx, d);
+	emit(kind, IPPROTO_UDP, &o, sk);
+	count(STAT_UDP_REPORTED);
+}
+
+/*
+ * redirect_tcp decides about a TCP connect() and records its origin. It
+ * returns 1 when the caller must rewrite the destination to the proxy.
+ */
+static __always_inline int redirect_tcp(struct bpf_sock_addr *ctx, const struct dst *d)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct origin o;
+	__u64 cookie;
+
+	count(STAT_TCP_CONNECT);
+	if (!sk)
+		return 0;
+	if (sk->mark == cfg_bypass_mark) {
+		count(STAT_SKIP_MARK);
+		return 0;
+	}
+	if (d->port == cfg_proxy_port || !captured(d)) {
+		count(STAT_SKIP_NOT_CAPTURED);
+		return 0;
+	}
+
+	fill_origin(&o, ctx, d);
+	if (o.netns_cookie != cfg_netns_cookie) {
+		/* The proxy listens in the agent's namespace only: report, do not break. */
+		emit(EVENT_OTHER_NETNS, IPPROTO_TCP, &o, sk);
+		count(STAT_OTHER_NETNS);
+		return 0;
+	}
+
+	cookie = o.socket_cookie;
+	if (bpf_map_update_elem(&vigil_origins, &cookie, &o, BPF_ANY)) {
+		emit(EVENT_MAP_FULL, IPPROTO_TCP, &o, sk);
+		count(STAT_MAP_FULL);
+		return 0;
+	}
+	count(STAT_REDIRECTED);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int vigil_connect4(struct bpf_sock_addr *ctx)
+{
+	struct dst d;
+
+	dst_v4(&d, ctx);
+	if (ctx->type == SOCK_DGRAM) {
+		if (ctx->protocol == IPPROTO_UDP)
+			report_udp(ctx, &d, EVENT_UDP_CONNECT);
+		return 1;
+	}
+	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
+		return 1;
+
+	if (redirect_tcp(ctx, &d)) {
+		ctx->user_ip4 = bpf_htonl(LOOPBACK_V4);
+		ctx->user_port = bpf_htons(cfg_proxy_port);
+	}
+	return 1;
+}
+
+SEC("cgroup/connect6")
+int vigil_connect6(struct bpf_sock_addr *ctx)
+{
+	struct dst d;
+
+	dst_v6(&d, ctx);
+	if (ctx->type == SOCK_DGRAM) {
+		if (ctx->protocol == IPPROTO_UDP)
+			report_udp(ctx, &d, EVENT_UDP_CONNECT);
+		return 1;
+	}
+	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
+		return 1;
+
+	if (redirect_tcp(ctx, &d)) {
+		if (d.mapped) {
+			/* ::ffff:127.0.0.1: the socket keeps talking IPv4 */
+			ctx->user_ip6[0] = 0;
+			ctx->user_ip6[1] = 0;
+			ctx->user_ip6[2] = bpf_htonl(0xffff);
+			ctx->user_ip6[3] = bpf_htonl(LOOPBACK_V4);
+		} else {
+			ctx->user_ip6[0] = 0;
+			ctx->user_ip6[1] = 0;
+			ctx->user_ip6[2] = 0;
+			ctx->user_ip6[3] = bpf_htonl(1);
+		}
+		ctx->user_port = bpf_htons(cfg_proxy_port);
+	}
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int vigil_peername4(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct origin *o = bpf_map_lookup_elem(&vigil_origins, &cookie);
+
+	if (!o || o->family != FAMILY_V4)
+		return 1;
+	ctx->user_ip4 = o->dst_addr[0];
+	ctx->user_port = bpf_htons(o->dst_port);
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int vigil_peername6(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct origin *o = bpf_map_lookup_elem(&vigil_origins, &cookie);
+
+	if (!o)
+		return 1;
+	if (o->family == FAMILY_V4) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0xffff);
+		ctx->user_ip6[3] = o->dst_addr[0];
+	} else {
+		ctx->user_ip6[0] = o->dst_addr[0];
+		ctx->user_ip6[1] = o->dst_addr[1];
+		ctx->user_ip6[2] = o->dst_addr[2];
+		ctx->user_ip6[3] = o->dst_addr[3];
+	}
+	ctx->user_port = bpf_htons(o->dst_port);
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int vigil_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	struct dst d;
+
+	if (ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
+		return 1;
+	dst_v4(&d, ctx);
+	report_udp(ctx, &d, EVENT_UDP_SENDMSG);
+	return 1;
+}
+
+SEC("cgroup/sendmsg6")
+int vigil_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	struct dst d;
+
+	if (ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
+		return 1;
+	dst_v6(&d, ctx);
+	report_udp(ctx, &d, EVENT_UDP_SENDMSG);
+	return 1;
+}

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Maps and load-time configuration shared by every program of the object.
+ * Lifetimes are described in docs/INTERCEPTION.md.
+ */
+#ifndef __VIGIL_MAPS_H__
+#define __VIGIL_MAPS_H__
+
+#include "types.h"
+
+/* Set by the loader before the programs are verified (.rodata). */
+volatile const __u16 cfg_proxy_port = 15001;  /* host byte order */
+volatile const __u32 cfg_bypass_mark = 0x7669; /* SO_MARK of the agent's own dials */
+volatile const __u64 cfg_netns_cookie = 0;     /* netns cookie of the agent */
+
+/* Socket cookie -> origin, for every redirected socket until it is released or closed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct origin);
+} vigil_origins SEC(".maps");
+
+/* Client local (family, addr, port) -> origin, from established until the proxy looks it up or the client closes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct tuple_key);
+	__type(value, struct origin);
+} vigil_tuples SEC(".maps");
+
+/* Capture set: longest prefix wins; its value lists the captured ports. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct capture_key);
+	__type(value, struct capture_val);
+} vigil_capture SEC(".maps");
+
+/* UDP (socket, destination, kind) already reported. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct seen_key);
+	__type(value, __u8);
+} vigil_udp_seen SEC(".maps");
+
+/* Events for userspace: what the kernel saw but did not redirect. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} vigil_events SEC(".maps");
+
+/* Counters, indexed by enum stat_id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, enum stat_id);
+	__type(value, __u64);
+} vigil_stats SEC(".maps");
+
+static __always_inline void count(enum stat_id id)
+{
+	enum stat_id key = id;
+	__u64 *v = bpf_map_lookup_elem(&vigil_stats, &key);
+
+	if (v)
+		__sync_fetch_and_add(v, 1); /* per-CPU, but a preempting task may run the same program */
+}
+
+#endif /* __VIGIL_MAPS_H__ */

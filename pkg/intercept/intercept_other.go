@@ -1,0 +1,42 @@
+//go:build !linux
+
+package intercept
+
+import (
+	"context"
+	"net/netip"
+)
+
+var errNotLinux = &Error{Kind: ErrKernelTooOld, Msg: "connection interception needs Linux", Hint: hintKernel}
+
+// Interceptor is the loaded and attached kernel side; it exists only on Linux.
+type Interceptor struct{}
+
+// CgroupRoot returns where the cgroup v2 hierarchy is mounted; there is none
+// outside Linux.
+func CgroupRoot() (string, error) {
+	return "", &Error{Kind: ErrNoCgroupV2, Msg: "no cgroup v2 mount found: not Linux", Hint: hintCgroupV2}
+}
+
+// Open fails outside Linux.
+func Open(ctx context.Context, cfg Config) (*Interceptor, error) { return nil, errNotLinux }
+
+// Unpin fails outside Linux.
+func Unpin(pinPath string) error { return errNotLinux }
+
+// Lookup fails outside Linux.
+func (i *Interceptor) Lookup(client netip.AddrPort) (Origin, bool, error) {
+	return Origin{}, false, errNotLinux
+}
+
+// ReadEvents fails outside Linux.
+func (i *Interceptor) ReadEvents(ctx context.Context, fn func(Event)) error { return errNotLinux }
+
+// Stats fails outside Linux.
+func (i *Interceptor) Stats() (Stats, error) { return Stats{}, errNotLinux }
+
+// NetnsCookie returns 0 outside Linux.
+func (i *Interceptor) NetnsCookie() uint64 { return 0 }
+
+// Close does nothing outside Linux.
+func (i *Interceptor) Close() error { return nil }

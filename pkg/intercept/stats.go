@@ -1,0 +1,21 @@
+package intercept
+
+// Stats is a snapshot of the kernel side: how many entries each map holds
+// and what the programs counted since the counters were created (pinned
+// counters survive agent restarts).
+type Stats struct {
+	Origins int // socket cookie -> origin entries (redirected sockets not yet closed)
+	Tuples  int // client address -> origin entries (established, not yet looked up or closed)
+	UDPSeen int // UDP (socket, destination) pairs already reported
+	Capture int // capture set prefixes
+
+	TCPConnects        uint64 // TCP connect()s seen in the cgroup subtree
+	Redirected         uint64 // TCP connect()s rewritten to the proxy
+	Established        uint64 // redirected connections that reached ESTABLISHED
+	SkippedMark        uint64 // not redirected: the socket had the bypass mark
+	SkippedNotCaptured uint64 // not redirected: destination outside the capture set, or the proxy port
+	OtherNetns         uint64 // reported, not redirected: another network namespace
+	UDPReported        uint64 // UDP connect()/sendmsg() events reported
+	MapFull            uint64 // an origin could not be stored: let through unredirected
+	EventsLost         uint64 // events dropped because the ring buffer was full
+}

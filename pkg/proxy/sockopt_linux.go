@@ -1,0 +1,72 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// markControl returns a net.Dialer Control function that sets SO_MARK on
+// the socket before it connects. A socket that cannot be marked is not
+// dialed: unmarked, it would be redirected back to the proxy.
+func markControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("set SO_MARK %#x: %w", mark, serr)
+		}
+		return nil
+	}
+}
+
+// checkMark fails with one clear sentence when sockets cannot be marked.
+func checkMark(mark uint32) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("proxy: probe socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(mark)); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("proxy: cannot mark outbound connections with SO_MARK (needs CAP_NET_ADMIN): run the agent as root or grant it CAP_NET_ADMIN: %w", err)
+		}
+		return fmt.Errorf("proxy: set SO_MARK: %w", err)
+	}
+	return nil
+}
+
+// tcpBytes returns the bytes received plus the bytes acknowledged by the
+// peer on c, from the kernel's TCP_INFO. They move while data flows either
+// way, even while splice(2) keeps the data out of userspace.
+func tcpBytes(c *net.TCPConn) (uint64, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil {
+		return 0, err
+	}
+	if ierr != nil {
+		return 0, ierr
+	}
+	return info.Bytes_received + info.Bytes_acked, nil
+}
+
+// reset closes c so that the peer sees a reset (RST) rather than an
+// orderly close.
+func reset(c *net.TCPConn) {
+	_ = c.SetLinger(0)
+	_ = c.Close()
+}
