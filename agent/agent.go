@@ -336,3 +336,27 @@ func captureString(rules []intercept.CaptureRule) string {
 	}
 	return strings.Join(s, ",")
 }
+
+// Reload applies what can change without a restart (today: the capture
+// set) and records the outcome as an agent.reload entry. On error the
+// running configuration stays as it was.
+func (a *Agent) Reload(ctx context.Context, cfg Config) error {
+	attrs := map[string]string{"capture": captureString(cfg.Capture)}
+	var err error
+	if a.icpt != nil {
+		err = a.icpt.SetCapture(cfg.Capture)
+	}
+	if err == nil {
+		a.cfg.Capture = cfg.Capture
+		attrs["result"] = "applied"
+		a.log.Info("configuration reloaded", "capture", attrs["capture"])
+	} else {
+		attrs["result"] = "rejected"
+		attrs["error"] = err.Error()
+		a.log.Error("configuration reload failed; keeping the running one", "err", err)
+	}
+	if _, aerr := a.audit.Append(ctx, auditlog.Entry{Type: auditlog.AgentReload, Attrs: attrs}); aerr != nil {
+		return errors.Join(err, aerr)
+	}
+	return err
+}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-ebpf/vigil/agent"
@@ -40,6 +43,26 @@ func agentCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			// SIGHUP re-reads flags, environment and --config; what can
+			// change at runtime is applied, a bad file changes nothing.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-c.Context.Done():
+						return
+					case <-hup:
+						next, err := agentConfig(c)
+						if err != nil {
+							logger(c).Error("configuration reload failed; keeping the running one", "err", err)
+							continue
+						}
+						_ = a.Reload(c.Context, next)
+					}
+				}
+			}()
 			return a.Run(c.Context)
 		},
 	}

@@ -23,6 +23,7 @@ const (
 	L7Request   Type = "l7.request"   // one application-level request
 	AgentStart  Type = "agent.start"  // the agent started
 	AgentStop   Type = "agent.stop"   // the agent stopped cleanly
+	AgentReload Type = "agent.reload" // the agent reloaded its configuration (SIGHUP)
 	PolicyLoad  Type = "policy.load"  // a policy was loaded or rejected
 	LogGap      Type = "log.gap"      // events that could not be recorded, said out loud
 	LogRecovery Type = "log.recovery" // the log recovered from an unclean stop

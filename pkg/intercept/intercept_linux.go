@@ -155,3 +155,17 @@ func ownNetnsCookie() (uint64, error) {
 	}
 	return cookie, nil
 }
+
+// SetCapture replaces the capture set while the programs stay attached.
+// New rules go in before stale ones go out, so the set is never empty in
+// between; connections already redirected are unaffected.
+func (i *Interceptor) SetCapture(rules []CaptureRule) error {
+	if len(rules) == 0 {
+		rules = DefaultCapture()
+	}
+	compiled, err := compileCapture(rules)
+	if err != nil {
+		return err
+	}
+	return i.writeCapture(compiled)
+}

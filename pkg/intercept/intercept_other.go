@@ -40,3 +40,6 @@ func (i *Interceptor) NetnsCookie() uint64 { return 0 }
 
 // Close does nothing outside Linux.
 func (i *Interceptor) Close() error { return nil }
+
+// SetCapture fails outside Linux.
+func (i *Interceptor) SetCapture(rules []CaptureRule) error { return errNotLinux }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -471,4 +472,55 @@ func waitFor(t *testing.T, ok func() bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatal("condition not met within 10s")
+}
+
+// TestReloadCapture changes the capture set through the config file and
+// SIGHUP, without a restart.
+func TestReloadCapture(t *testing.T) {
+	requireRoot(t)
+	a1, a2 := echoServer(t), echoServer(t)
+	cfgPath := filepath.Join(t.TempDir(), "vigil.yaml")
+	writeCfg := func(ports ...int) {
+		var b strings.Builder
+		b.WriteString("capture:\n")
+		for _, p := range ports {
+			fmt.Fprintf(&b, "  - \"127.0.0.1/32:%d\"\n", p)
+		}
+		if err := os.WriteFile(cfgPath, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCfg(a1)
+	cg := testCgroup(t)
+	a := startAgent(t, cg, "", 0, "--config", cfgPath)
+	client := func(port int) {
+		cmd := cgroupCmd(context.Background(), cg, os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=concurrent 127.0.0.1:%d 1", clientEnv, port))
+		run(t, cmd)
+	}
+	client(a2) // not captured yet
+	writeCfg(a1, a2)
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, func() bool { return strings.Contains(a.stderr.String(), "configuration reloaded") })
+	client(a2)
+	os.WriteFile(cfgPath, []byte("capture: [\"not-a-cidr\"]\n"), 0o600)
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, func() bool { return strings.Contains(a.stderr.String(), "configuration reload failed") })
+	client(a2) // still captured: the bad file changed nothing
+	a.stop()
+	es := entries(t, a.dataDir)
+	opens := 0
+	var reloads int
+	for _, e := range es {
+		if e.Type == auditlog.ConnOpen && e.Dst == fmt.Sprintf("127.0.0.1:%d", a2) {
+			opens++
+		}
+		if e.Type == auditlog.AgentReload {
+			reloads++
+		}
+	}
+	if opens != 2 || reloads != 1 {
+		t.Errorf("conn.open to the second port: %d (want 2: after the reload, and after the rejected one); agent.reload entries: %d (want 1)", opens, reloads)
+	}
+	verify(t, a.dataDir)
 }
