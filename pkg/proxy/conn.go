@@ -154,28 +154,29 @@ func (p *Proxy) open(ctx context.Context, s *session, e auditlog.Entry, dst neti
 			reset(r.conn)
 		}
 		p.stats.refused.Add(1)
+		s.stop(reasonRefused, true)
 		if ctx.Err() == nil {
 			p.stats.auditFailures.Add(1)
 			p.stats.auditRefused.Add(1)
 			p.log.Error("connection refused: conn.open could not be recorded", "src", e.Src, "dst", e.Dst, "err", err)
+			return
 		}
-		s.stop(reasonRefused, true)
+		// A forced shutdown while waiting: the conn.open may still reach
+		// the disk, so close it.
+		if ack != nil {
+			p.appendClose(ctx, closeEntry(e, ack.Seq, reasonShutdown, 0, 0, s.start))
+		}
 		return
 	}
 
 	r := <-dialed
-	closing := e
-	closing.Type = auditlog.ConnClose
-	closing.Attrs = withAttr(closing.Attrs, "open_seq", strconv.FormatUint(ack.Seq, 10))
 	if r.err != nil {
 		p.stats.refused.Add(1)
 		p.stats.dialFailed.Add(1)
 		p.log.Debug("dial failed", "src", e.Src, "dst", e.Dst, "err", r.err)
-		closing.Attrs["reason"] = reasonDialFailed
+		closing := closeEntry(e, ack.Seq, reasonDialFailed, 0, 0, s.start)
 		closing.Attrs["error"] = dialErrorClass(r.err)
 		closing.Attrs["error_detail"] = r.err.Error()
-		closing.Attrs["bytes_in"], closing.Attrs["bytes_out"] = "0", "0"
-		closing.Attrs["duration_ms"] = strconv.FormatInt(time.Since(s.start).Milliseconds(), 10)
 		// The client's connect() succeeded against the proxy long ago, so
 		// it cannot get ECONNREFUSED: it gets a reset on its next I/O.
 		s.stop(reasonDialFailed, true)
@@ -192,14 +193,24 @@ func (p *Proxy) open(ctx context.Context, s *session, e auditlog.Entry, dst neti
 	p.stats.bytesIn.Add(uint64(in))
 	p.stats.bytesOut.Add(uint64(out))
 	reason, rerr := s.result()
-	closing.Attrs["reason"] = reason
+	closing := closeEntry(e, ack.Seq, reason, in, out, s.start)
 	if rerr != nil {
 		closing.Attrs["error"] = rerr.Error()
 	}
-	closing.Attrs["bytes_in"] = strconv.FormatInt(in, 10)
-	closing.Attrs["bytes_out"] = strconv.FormatInt(out, 10)
-	closing.Attrs["duration_ms"] = strconv.FormatInt(time.Since(s.start).Milliseconds(), 10)
 	p.appendClose(ctx, closing)
+}
+
+// closeEntry makes the conn.close entry for the conn.open entry open,
+// recorded at seq.
+func closeEntry(open auditlog.Entry, seq uint64, reason string, in, out int64, start time.Time) auditlog.Entry {
+	e := open
+	e.Type = auditlog.ConnClose
+	e.Attrs = withAttr(open.Attrs, "open_seq", strconv.FormatUint(seq, 10))
+	e.Attrs["reason"] = reason
+	e.Attrs["bytes_in"] = strconv.FormatInt(in, 10)
+	e.Attrs["bytes_out"] = strconv.FormatInt(out, 10)
+	e.Attrs["duration_ms"] = strconv.FormatInt(time.Since(start).Milliseconds(), 10)
+	return e
 }
 
 // dial connects to the original destination with the proxy's mark set.

@@ -3,6 +3,27 @@
 // proxy finds where the application meant to go and who it is, asks the
 // policy, records the decision in the audit log and, only once that record
 // is durable, relays bytes to the original destination.
+//
+// Each accepted connection is handled by one goroutine:
+//
+//  1. Resolver.Lookup by the client's address. No record means the client
+//     connected to the proxy's port directly: conn.deny, rule
+//     "not-redirected", and a reset.
+//  2. The kernel's Origin is enriched from /proc (identity.FromPID).
+//  3. Decider.Decide. A deny is recorded as conn.deny, made durable, and the
+//     client is reset (RST).
+//  4. Otherwise conn.open is appended while the destination is dialed (with
+//     SO_MARK, so the kernel does not redirect the proxy's own connection).
+//     No byte is relayed before conn.open is durable; if it cannot be made
+//     durable both sides are reset. If the dial fails, a conn.close with
+//     attribute error=refused|timeout|unreachable|… follows and the client
+//     is reset: its connect() already succeeded against the proxy, so it
+//     sees a reset on its first read or write rather than ECONNREFUSED, and
+//     a destination that never answers costs it DialTimeout first.
+//  5. Bytes are relayed both ways with splice(2), half-closes passed on.
+//  6. conn.close records bytes_in (destination to client), bytes_out
+//     (client to destination), duration_ms, reason and open_seq (the seq of
+//     the conn.open), without waiting for durability.
 package proxy
 
 import (
@@ -70,7 +91,7 @@ type Config struct {
 	DialMark    uint32
 	DialTimeout time.Duration // default DefaultDialTimeout
 	// IdleTimeout closes a relay after no bytes moved either way for this
-	// long (checked every IdleTimeout/4 from the client socket's kernel
+	// long (checked every IdleTimeout/4 from both sockets' kernel
 	// counters, so a relay closes between IdleTimeout and 1.25×IdleTimeout
 	// after its last byte). 0 never closes idle relays.
 	IdleTimeout      time.Duration

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
+	"github.com/vigil-ebpf/vigil/pkg/intercept"
+	"golang.org/x/sys/unix"
 )
 
 // TestRelayBothWays sends 1 MiB of random bytes through the proxy to an
@@ -549,4 +551,96 @@ func procIO(t *testing.T) map[string]int64 {
 		}
 	}
 	return m
+}
+
+// TestDialTimeout: a destination whose accept queue is full drops SYNs; the
+// client is reset after DialTimeout and the entry says timeout.
+func TestDialTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	e := newEnv(t, func(c *Config) { c.DialTimeout = timeout })
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil { // never accepted
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
+	// Fill the accept queue until SYNs are dropped.
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", dst.String(), 100*time.Millisecond)
+		if err != nil {
+			break
+		}
+		defer c.Close()
+		if i == 8 {
+			t.Fatal("accept queue of a backlog-0 listener never filled")
+		}
+	}
+	start := time.Now()
+	e.dialReset(t, dst, true)
+	if d := time.Since(start); d < timeout {
+		t.Errorf("client reset after %v; want at least the dial timeout %v", d, timeout)
+	}
+	e.waitIdle(t)
+	cl := ofType(e.entries(t), auditlog.ConnClose)
+	if len(cl) != 1 || cl[0].Attr("error") != "timeout" {
+		t.Fatalf("conn.close entries = %+v; want one with error=timeout", cl)
+	}
+}
+
+func TestIPv6Unavailable(t *testing.T) {
+	tests := []struct {
+		addr string
+		err  error
+		want bool
+	}{
+		{"[::1]:15001", &net.OpError{Op: "listen", Err: os.NewSyscallError("bind", syscall.EADDRNOTAVAIL)}, true},  // sysctl disable_ipv6=1
+		{"[::1]:15001", &net.OpError{Op: "listen", Err: os.NewSyscallError("socket", syscall.EAFNOSUPPORT)}, true}, // ipv6.disable=1
+		{"[::1]:15001", &net.OpError{Op: "listen", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}, false},
+		{"127.0.0.1:15001", &net.OpError{Op: "listen", Err: os.NewSyscallError("bind", syscall.EADDRNOTAVAIL)}, false},
+		{"localhost:15001", &net.OpError{Op: "listen", Err: os.NewSyscallError("bind", syscall.EADDRNOTAVAIL)}, false},
+	}
+	for _, tt := range tests {
+		if got := ipv6Unavailable(tt.addr, tt.err); got != tt.want {
+			t.Errorf("ipv6Unavailable(%q, %v) = %v; want %v", tt.addr, tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	requireNetAdmin(t)
+	res := &mapResolver{m: map[netip.AddrPort]intercept.Origin{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	l := &auditlog.Log{}
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no resolver", Config{Auditor: l}, "no resolver"},
+		{"no auditor", Config{Resolver: res}, "no auditor"},
+		{"port taken", Config{Resolver: res, Auditor: l, Listen: []string{ln.Addr().String()}}, "address already in use"},
+		{"negative idle", Config{Resolver: res, Auditor: l, IdleTimeout: -time.Second}, "negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := New(tt.cfg)
+			if err == nil {
+				p.Shutdown(context.Background())
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New() = %v; want an error containing %q", err, tt.want)
+			}
+		})
+	}
 }

@@ -72,7 +72,7 @@ func (s *session) result() (string, error) {
 // io.Copy between two *net.TCPConn uses splice(2) on Linux (TCPConn.WriteTo
 // falls through to the destination's ReadFrom, which splices from a
 // TCPConn): bytes never enter userspace. The conns must stay unwrapped for
-// that to hold; BenchmarkThroughput measures it.
+// that to hold; TestRelaySplices checks it.
 func (p *Proxy) relay(s *session) (in, out int64) {
 	s.mu.Lock()
 	dst := s.dst
@@ -83,7 +83,7 @@ func (p *Proxy) relay(s *session) (in, out int64) {
 	if p.cfg.IdleTimeout > 0 {
 		stopWatch := make(chan struct{})
 		defer close(stopWatch)
-		go watchIdle(s, p.cfg.IdleTimeout, stopWatch)
+		go watchIdle(s, dst, p.cfg.IdleTimeout, stopWatch)
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -116,13 +116,21 @@ func (s *session) pipe(dst, src *net.TCPConn) int64 {
 }
 
 // watchIdle stops s once no bytes moved either way for idle. It reads the
-// client socket's kernel byte counters every idle/4, so it sees traffic
+// kernel byte counters of both sockets every idle/4, so it sees traffic
 // that splice keeps out of userspace, and it never closes a session whose
 // last byte moved less than idle ago.
-func watchIdle(s *session, idle time.Duration, stop <-chan struct{}) {
+func watchIdle(s *session, dst *net.TCPConn, idle time.Duration, stop <-chan struct{}) {
+	moved := func() (uint64, error) {
+		a, err := tcpBytes(s.client)
+		if err != nil {
+			return 0, err
+		}
+		b, err := tcpBytes(dst)
+		return a + b, err
+	}
 	tick := time.NewTicker(max(idle/4, time.Millisecond))
 	defer tick.Stop()
-	last, err := tcpBytes(s.client)
+	last, err := moved()
 	if err != nil {
 		return
 	}
@@ -132,7 +140,7 @@ func watchIdle(s *session, idle time.Duration, stop <-chan struct{}) {
 		case <-stop:
 			return
 		case now := <-tick.C:
-			cur, err := tcpBytes(s.client)
+			cur, err := moved()
 			if err != nil {
 				return // closed: the relay is ending anyway
 			}

@@ -7,7 +7,7 @@ type Stats struct {
 	Active        int64  // connections being handled now
 	Accepted      uint64 // connections accepted
 	Relayed       uint64 // connections relayed to their destination
-	Refused       uint64 // connections closed without relaying, for any of the reasons below
+	Refused       uint64 // connections closed without relaying: the four below, lookup failures, loops
 	Denied        uint64 // … refused by policy
 	NotRedirected uint64 // … that did not come through the kernel redirect
 	DialFailed    uint64 // … whose destination could not be reached
