@@ -41,6 +41,7 @@ type Options struct {
 	QueueSize          int                      // entries appended but not yet durable (Append blocks beyond); default 16384
 	MaxBatch           int                      // entries per write+fsync at most; default 4096
 	RetryInterval      time.Duration            // how often a failed log retries writing; default 1s
+	LazyDelay          time.Duration            // how long AppendLazy entries may wait for company before a flush; default 5ms
 	Logger             *slog.Logger             // default: discard
 	Now                func() time.Time         // default: time.Now
 }
@@ -84,6 +85,9 @@ func (o *Options) setDefaults() error {
 	if o.RetryInterval <= 0 {
 		o.RetryInterval = time.Second
 	}
+	if o.LazyDelay <= 0 {
+		o.LazyDelay = 5 * time.Millisecond
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -126,6 +130,7 @@ type job struct {
 	err    error
 	signed chan struct{}
 	ack    *Ack
+	lazy   bool // nobody waits for it: it may wait for the next flush
 }
 
 // Log is an open audit log directory. One process at a time may hold it.
@@ -293,6 +298,18 @@ func Open(ctx context.Context, dir string, opts Options) (*Log, error) {
 // signing runs on as many cores as there are concurrent callers, and no
 // dedicated signer goroutines hog the CPUs that the writer needs to commit.
 func (l *Log) Append(ctx context.Context, e Entry) (*Ack, error) {
+	return l.append(ctx, e, false)
+}
+
+// AppendLazy is Append for entries that nobody waits on (conn.close, for
+// one): the writer may hold them up to Options.LazyDelay so they share the
+// flush of the next entry that somebody does wait on. They are durable
+// within LazyDelay plus one flush; their Ack still reports when.
+func (l *Log) AppendLazy(ctx context.Context, e Entry) (*Ack, error) {
+	return l.append(ctx, e, true)
+}
+
+func (l *Log) append(ctx context.Context, e Entry, lazy bool) (*Ack, error) {
 	select {
 	case l.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -315,6 +332,7 @@ func (l *Log) Append(ctx context.Context, e Entry) (*Ack, error) {
 		canon:  e.AppendCanonical(make([]byte, 0, 384)),
 		signed: make(chan struct{}),
 		ack:    &Ack{done: make(chan struct{})},
+		lazy:   lazy,
 	}
 	if len(j.canon) > maxFieldLen {
 		<-l.slots

@@ -298,8 +298,10 @@ func (w *writer) replaySegment(sf segmentFile, first bool, baseSize uint64, last
 	if last {
 		w.segPath, w.segSize, w.segEntries, w.segCreated = sf.Path, end, entries, h.Created
 		// Continue in this segment only if it is signed by the current key
-		// and has room; otherwise the next write opens a new one.
-		if h.KeyID == w.l.keyID && end < w.l.opts.SegmentMaxBytes {
+		// under the current checkpoint origin (which the segment's
+		// checkpoints are verified against) and has room; otherwise the
+		// next write opens a new one.
+		if h.KeyID == w.l.keyID && h.Origin == w.l.opts.Origin && end < w.l.opts.SegmentMaxBytes {
 			if _, err := f.Seek(0, io.SeekEnd); err != nil {
 				return res, fmt.Errorf("auditlog: seek: %w", err)
 			}
@@ -310,6 +312,8 @@ func (w *writer) replaySegment(sf segmentFile, first bool, baseSize uint64, last
 			w.seg = af
 		} else if h.KeyID != w.l.keyID {
 			w.l.log.Info("signing key changed; starting a new segment", "old_key", h.KeyID, "new_key", w.l.keyID)
+		} else if h.Origin != w.l.opts.Origin {
+			w.l.log.Info("checkpoint origin changed; starting a new segment", "old_origin", h.Origin, "new_origin", w.l.opts.Origin)
 		}
 	}
 	return res, nil

@@ -200,10 +200,14 @@ func (vr *verifyRun) queue(seq uint64, hash [32]byte, sig []byte, seg string, of
 }
 
 func (vr *verifyRun) run(ctx context.Context, dir string, segs []segmentFile) error {
+	// A checkpoint file that does not verify is reported after the
+	// segments: when the whole log is signed by another key, the segment
+	// headers say so (wrong-key), which is the more useful answer.
+	var fileErr error
 	if b, err := os.ReadFile(filepath.Join(dir, CheckpointFile)); err == nil {
 		c, err := vr.openCheckpoint(b, "")
 		if err != nil {
-			return &VerifyError{Kind: BadCheckpoint, Segment: CheckpointFile, Reason: err.Error()}
+			fileErr = &VerifyError{Kind: BadCheckpoint, Segment: CheckpointFile, Reason: err.Error()}
 		}
 		vr.fileCkpt = c
 	}
@@ -211,6 +215,9 @@ func (vr *verifyRun) run(ctx context.Context, dir string, segs []segmentFile) er
 		if err := vr.segment(ctx, sf, i == 0, i == len(segs)-1); err != nil {
 			return err
 		}
+	}
+	if fileErr != nil {
+		return fileErr
 	}
 	vr.rep.Uncovered = vr.chain.size()
 	if vr.rep.LastCheckpoint != nil {
@@ -251,6 +258,10 @@ func (vr *verifyRun) segment(ctx context.Context, sf segmentFile, first, last bo
 		return fmt.Errorf("verify: %w", err)
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
 	h, fr, err := readHeader(f)
 	if err != nil {
 		kind := BadHeader
@@ -288,6 +299,13 @@ func (vr *verifyRun) segment(ctx context.Context, sf segmentFile, first, last bo
 			return nil
 		}
 		if err != nil {
+			// A complete frame failing its CRC with more of the log after
+			// it was changed, not torn: name the entry if it is one.
+			if errors.Is(err, errCRC) && (!last || off+frameOverhead+int64(len(body)) < st.Size()) {
+				if ve := vr.changedEntry(body, name, off); ve != nil {
+					return ve
+				}
+			}
 			kind := Malformed
 			if last {
 				kind = Truncated
@@ -297,6 +315,13 @@ func (vr *verifyRun) segment(ctx context.Context, sf segmentFile, first, last bo
 		switch body[0] {
 		case kindEntry:
 			if err := vr.entry(body, name, off); err != nil {
+				var ve *VerifyError
+				if errors.As(err, &ve) && ve.Kind == Gap {
+					if at, ok := findEntry(sf.Path, fr.off, ve.Seq); ok {
+						ve.Kind = Reorder
+						ve.Reason = fmt.Sprintf("out of order: expected seq %d here, but it comes later in the segment (byte %d)", ve.Seq, at)
+					}
+				}
 				return err
 			}
 		case kindCheckpoint:
@@ -348,6 +373,52 @@ func (vr *verifyRun) entry(body []byte, seg string, off int64) error {
 		}
 	}
 	return nil
+}
+
+// changedEntry returns a chain-break error when body, a frame that failed
+// its CRC, is the entry expected next but no longer matches its chain hash;
+// otherwise nil.
+func (vr *verifyRun) changedEntry(body []byte, seg string, off int64) *VerifyError {
+	rec, err := parseEntryBody(body)
+	if err != nil {
+		return nil
+	}
+	e, err := DecodeEntry(rec.canonical)
+	if err != nil || e.Seq != vr.chain.next || ChainHash(vr.chain.prev, rec.canonical) == rec.hash {
+		return nil
+	}
+	return &VerifyError{Kind: ChainBreak, Seq: e.Seq, Segment: seg, Offset: off,
+		Reason: "chain hash mismatch and frame CRC mismatch: the entry was modified"}
+}
+
+// findEntry reports whether the segment at path holds, from byte off on, an
+// entry with the given seq, and at which offset.
+func findEntry(path string, off int64, seq uint64) (int64, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return 0, false
+	}
+	fr := newFrameReader(f, off)
+	for {
+		body, at, err := fr.next()
+		if err != nil {
+			return 0, false
+		}
+		if body[0] != kindEntry {
+			continue
+		}
+		rec, err := parseEntryBody(body)
+		if err != nil {
+			continue
+		}
+		if e, err := DecodeEntry(rec.canonical); err == nil && e.Seq == seq {
+			return at, true
+		}
+	}
 }
 
 func (vr *verifyRun) checkpoint(body []byte, origin, seg string, off int64) error {

@@ -56,7 +56,7 @@ func (w *writer) run() {
 	for {
 		select {
 		case j := <-w.l.order:
-			batch = w.gather(append(batch[:0], j))
+			batch = w.holdLazy(w.gather(append(batch[:0], j)))
 			w.commit(batch)
 		case <-tick.C:
 			w.tick()
@@ -108,6 +108,34 @@ func (w *writer) gather(batch []*job) []*job {
 			return batch
 		}
 	}
+}
+
+// holdLazy delays a batch made only of lazy entries (ones nobody waits
+// on, like conn.close) for up to LazyDelay, so they share the flush of the
+// next entry somebody does wait on instead of costing an fsync of their own.
+// The first waited-on entry ends the wait at once.
+func (w *writer) holdLazy(batch []*job) []*job {
+	for _, j := range batch {
+		if !j.lazy {
+			return batch
+		}
+	}
+	timer := time.NewTimer(w.l.opts.LazyDelay)
+	defer timer.Stop()
+	for len(batch) < w.l.opts.MaxBatch {
+		select {
+		case j := <-w.l.order:
+			batch = append(batch, j)
+			if !j.lazy {
+				return w.gather(batch)
+			}
+		case <-timer.C:
+			return batch
+		case <-w.l.stop:
+			return batch
+		}
+	}
+	return batch
 }
 
 func (w *writer) commit(batch []*job) {
@@ -303,7 +331,10 @@ func (w *writer) tick() {
 }
 
 // resume tries to leave the failed state by writing a log.gap entry that says
-// how many entries were lost, when and why.
+// how many entries were lost, when and why. The count is taken and the
+// sequencer reopened behind the gap entry in one step, so every append is
+// either refused before it (and counted in it) or ordered after it; if the
+// gap entry cannot be written, the log fails again and keeps the count.
 func (w *writer) resume() {
 	l := w.l
 	for { // everything still queued belongs to the outage
@@ -316,10 +347,9 @@ func (w *writer) resume() {
 		}
 		break
 	}
+	now := w.now()
 	l.mu.Lock()
 	refused := l.refused
-	l.mu.Unlock()
-	now := w.now()
 	e := Entry{
 		Seq:  w.chain.next,
 		Time: now,
@@ -334,15 +364,18 @@ func (w *writer) resume() {
 	}
 	canon := e.AppendCanonical(nil)
 	hash := ChainHash(w.chain.prev, canon)
+	l.failErr, l.refused, l.failedAt = nil, 0, time.Time{}
+	l.nextSeq, l.prevHash = e.Seq+1, hash
+	l.mu.Unlock()
 	sig, err := signHash(l, hash)
 	if err == nil {
 		err = w.write(appendFrame(nil, appendEntryBody(nil, canon, hash, sig)))
 	}
 	if err != nil {
-		w.failErr = err
 		l.mu.Lock()
-		l.failErr = err
+		l.refused += refused // still to be recorded
 		l.mu.Unlock()
+		w.fail(err) // voids what was appended behind the gap entry meanwhile
 		return
 	}
 	if err := w.chain.add(e.Seq, canon, hash); err != nil {
@@ -352,10 +385,6 @@ func (w *writer) resume() {
 	l.stats.durableSeq.Store(w.chain.size())
 	l.log.Warn("audit log writable again; recorded the gap", "lost", w.lost+refused, "since", w.failedAt, "seq", e.Seq)
 	w.failErr, w.lost, w.failedAt = nil, 0, time.Time{}
-	l.mu.Lock()
-	l.failErr, l.refused, l.failedAt = nil, 0, time.Time{}
-	l.nextSeq, l.prevHash = w.chain.next, w.chain.prev
-	l.mu.Unlock()
 }
 
 // checkpoint writes a signed checkpoint for the current tree into the

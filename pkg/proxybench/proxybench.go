@@ -35,7 +35,7 @@ import (
 
 // Config describes one run.
 type Config struct {
-	Dir      string        // audit log directory (new)
+	Dir      string // audit log directory (new)
 	Signer   signature.SignerVerifier
 	Duration time.Duration // per connection-rate measurement; default 3s
 	BulkMiB  int           // per bulk measurement; default 512
