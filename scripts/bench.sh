@@ -14,4 +14,10 @@ go test -run '^$' -bench . -benchtime 2s ./pkg/...
 
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-bin/vigil bench audit --dir "$dir" --entries 200000
+bin/vigil bench audit --dir "$dir/log" --entries 200000
+
+if [ "$(id -u)" -eq 0 ]; then
+	bin/vigil bench proxy
+else
+	echo "bench: not root: skipping vigil bench proxy (it attaches BPF programs)" >&2
+fi
