@@ -326,7 +326,8 @@ func rate(ctx context.Context, d dialer, port uint16, clients int, dur time.Dura
 					errs <- err
 					return
 				}
-				if _, err := c.Write(b); err == nil {
+				_, err = c.Write(b)
+				if err == nil {
 					_, err = io.ReadFull(c, b)
 				}
 				lats[w] = append(lats[w], time.Since(t))

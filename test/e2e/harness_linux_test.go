@@ -4,13 +4,11 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -282,14 +280,4 @@ func run(t *testing.T, cmd *exec.Cmd) []byte {
 		t.Fatalf("%s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(cmd.Args, " "), err, out.String(), errb.String())
 	}
 	return out.Bytes()
-}
-
-// lines is a line scanner over a reader, for client output.
-func lines(r io.Reader) []string {
-	var ls []string
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		ls = append(ls, sc.Text())
-	}
-	return ls
 }
