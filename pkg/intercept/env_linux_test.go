@@ -23,6 +23,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
+	"github.com/vigil-ebpf/vigil/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,13 +58,7 @@ func requirePrivileged(t *testing.T) {
 		}
 		return ""
 	}()
-	if reason == "" {
-		return
-	}
-	if os.Getenv("VIGIL_REQUIRE_PRIVILEGED") == "1" {
-		t.Fatalf("needs root, cgroup v2 and BPF: %s (VIGIL_REQUIRE_PRIVILEGED=1)", reason)
-	}
-	t.Skipf("needs root, cgroup v2 and BPF: %s", reason)
+	testenv.Need(t, "root, cgroup v2 and BPF", reason)
 }
 
 // testEnv is what the privileged tests share: a network namespace with a

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/vigil-ebpf/vigil/internal/testenv"
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 	"github.com/vigil-ebpf/vigil/pkg/intercept"
 	"golang.org/x/sys/unix"
@@ -30,14 +31,9 @@ import (
 // it fails instead, so the proxy tests cannot silently stop running.
 func requireNetAdmin(t testing.TB) {
 	t.Helper()
-	err := checkMark(DefaultDialMark)
-	if err == nil {
-		return
+	if err := checkMark(DefaultDialMark); err != nil {
+		testenv.Need(t, "CAP_NET_ADMIN for SO_MARK", err.Error())
 	}
-	if os.Getenv("VIGIL_REQUIRE_PRIVILEGED") == "1" {
-		t.Fatalf("needs CAP_NET_ADMIN for SO_MARK: %v (VIGIL_REQUIRE_PRIVILEGED=1)", err)
-	}
-	t.Skipf("needs CAP_NET_ADMIN for SO_MARK: %v", err)
 }
 
 // mapResolver stands in for the kernel's record of redirected connections:

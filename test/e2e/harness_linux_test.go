@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-ebpf/vigil/internal/testenv"
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 	"github.com/vigil-ebpf/vigil/pkg/intercept"
 	"github.com/vigil-ebpf/vigil/pkg/keys"
@@ -55,17 +56,11 @@ func requireRoot(t *testing.T) {
 	t.Helper()
 	reason := ""
 	if os.Geteuid() != 0 {
-		reason = "needs root (BPF, cgroup v2, network namespaces)"
+		reason = "not root"
 	} else if _, err := intercept.CgroupRoot(); err != nil {
-		reason = "needs cgroup v2: " + err.Error()
+		reason = err.Error()
 	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("VIGIL_REQUIRE_PRIVILEGED") == "1" {
-		t.Fatalf("%s (VIGIL_REQUIRE_PRIVILEGED=1 turns this skip into a failure)", reason)
-	}
-	t.Skip(reason)
+	testenv.Need(t, "root, cgroup v2 and BPF", reason)
 }
 
 // requireTool skips (or fails in CI) when a client program is missing.
@@ -74,11 +69,7 @@ func requireTool(t *testing.T, name string) {
 	if _, err := exec.LookPath(name); err == nil {
 		return
 	}
-	msg := name + " not installed: run scripts/e2e-env.sh start"
-	if os.Getenv("VIGIL_REQUIRE_PRIVILEGED") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testenv.Need(t, name, "not installed: run scripts/e2e-env.sh start")
 }
 
 func envPort(t *testing.T, name string, def int) int {
@@ -100,11 +91,7 @@ func requireServer(t *testing.T, what string, port int) {
 		c.Close()
 		return
 	}
-	msg := fmt.Sprintf("%s not listening on 127.0.0.1:%d: run scripts/e2e-env.sh start", what, port)
-	if os.Getenv("VIGIL_REQUIRE_PRIVILEGED") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testenv.Need(t, what, fmt.Sprintf("not listening on 127.0.0.1:%d: run scripts/e2e-env.sh start", port))
 }
 
 func randName(prefix string) string {
