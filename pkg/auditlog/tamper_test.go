@@ -193,7 +193,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 
 	cases := []struct {
 		name   string
-		dir    string           // log to copy; base when empty
+		dir    string             // log to copy; base when empty
 		key    signature.Verifier // verifier; sv when nil
 		tamper func(t *testing.T, dir string) (kind string, seq uint64)
 	}{
