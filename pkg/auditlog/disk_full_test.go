@@ -15,35 +15,20 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// requirePrivileged skips t unless it runs as root. With
-// VIGIL_REQUIRE_PRIVILEGED=1 (CI, which runs as root) it fails instead, so a
-// privileged test cannot silently stop running.
-func requirePrivileged(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	msg := "needs root: " + why
-	if os.Getenv("VIGIL_REQUIRE_PRIVILEGED") == "1" {
-		t.Fatal(msg + " (VIGIL_REQUIRE_PRIVILEGED=1)")
-	}
-	t.Skip(msg)
-}
+	"github.com/vigil-ebpf/vigil/internal/testenv"
+)
 
 // mountTmpfs mounts a tmpfs of the given size on a new directory and
 // unmounts it when the test ends.
 func mountTmpfs(t *testing.T, size string) string {
 	t.Helper()
-	requirePrivileged(t, "mounts a size-limited tmpfs to fill it")
+	if os.Geteuid() != 0 {
+		testenv.Need(t, "root", "mounts a size-limited tmpfs to fill it")
+	}
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
-		msg := fmt.Sprintf("mount -t tmpfs -o size=%s tmpfs %s: %v (needs CAP_SYS_ADMIN)", size, dir, err)
-		if os.Getenv("VIGIL_REQUIRE_PRIVILEGED") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.Need(t, "CAP_SYS_ADMIN", fmt.Sprintf("mount -t tmpfs -o size=%s tmpfs %s: %v", size, dir, err))
 	}
 	t.Cleanup(func() {
 		if err := syscall.Unmount(dir, 0); err != nil {

@@ -59,6 +59,10 @@ func FuzzDecodeEntry(f *testing.F) {
 // not, and never panic or hang. A log that verifies must still verify, with
 // no entry lost, after it has been reopened and closed. Seeds (signed with
 // fuzzSigner): testdata/fuzz/FuzzSegmentReader.
+//
+// Each input opens a log (with fsyncs), so the engine's default 60 s
+// minimization of every new input dominates a short run: fuzz it with
+// -fuzzminimizetime=2s, and TMPDIR on a tmpfs for speed.
 func FuzzSegmentReader(f *testing.F) {
 	sv := fuzzSigner(f)
 	// One fixed directory, emptied for every input: a new random name each
