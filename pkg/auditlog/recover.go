@@ -14,6 +14,7 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/transparency-dev/formats/log"
+	"github.com/vigil-ebpf/vigil/pkg/keys"
 )
 
 // RecoveredDir holds bytes cut from a torn tail, kept for forensics.
@@ -107,6 +108,16 @@ func (w *writer) recover(ctx context.Context, pub crypto.PublicKey) (recoveryRes
 		c, err := parseCheckpointText(base.note)
 		if err != nil {
 			return res, &CorruptError{Segment: filepath.Base(segs[start].Path), Reason: "unreadable checkpoint: " + err.Error()}
+		}
+		// Resume from the checkpoint only if it is signed by the key that
+		// signs now (when its segment says so): recovery must not build on
+		// a tree state nobody signed.
+		if h, herr := readHeaderFile(segs[start].Path); herr == nil && h.KeyID == w.l.keyID {
+			if nv, nerr := keys.NoteVerifier(h.Origin, pub); nerr == nil {
+				if _, _, _, verr := log.ParseCheckpoint(base.note, h.Origin, nv); verr != nil {
+					return res, &CorruptError{Segment: filepath.Base(segs[start].Path), Seq: c.Size, Reason: "checkpoint signature does not verify with the current key"}
+				}
+			}
 		}
 		tree, err := rangeFactory.NewRange(0, c.Size, base.rng)
 		if err == nil {
