@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -81,6 +83,16 @@ func (w *writer) recover(ctx context.Context, pub crypto.PublicKey) (recoveryRes
 	// A last segment whose header never reached the disk holds nothing.
 	if n := len(segs); n > 0 {
 		if _, err := readHeaderFile(segs[n-1].Path); errors.Is(err, errTorn) {
+			torn, why, terr := tornTail(segs[n-1].Path, int64(preambleLength))
+			if terr != nil {
+				return res, terr
+			}
+			if !torn || errors.Is(err, errCRC) {
+				if why == "" {
+					why = "complete header fails its CRC"
+				}
+				return res, &CorruptError{Segment: filepath.Base(segs[n-1].Path), Reason: "damaged segment header: " + why}
+			}
 			copyPath, size, cerr := saveTorn(dir, segs[n-1].Path, 0)
 			if cerr != nil {
 				return res, cerr
@@ -246,6 +258,20 @@ func (w *writer) replaySegment(sf segmentFile, first bool, baseSize uint64, last
 					return res, &CorruptError{Segment: name, Seq: w.chain.next, Reason: fmt.Sprintf("frame at byte %d fails its CRC but more records follow it", off)}
 				}
 			}
+			torn, why, terr := tornTail(sf.Path, off)
+			if terr != nil {
+				return res, terr
+			}
+			if !torn {
+				return res, &CorruptError{Segment: name, Seq: w.chain.next, Reason: why}
+			}
+			pub, perr := v.PublicKey()
+			if perr != nil {
+				return res, fmt.Errorf("auditlog: %w", perr)
+			}
+			if err := w.checkCut(pub, name); err != nil {
+				return res, err
+			}
 			copyPath, size, cerr := saveTorn(w.l.dir, sf.Path, off)
 			if cerr != nil {
 				return res, cerr
@@ -361,4 +387,71 @@ func saveTorn(dir, path string, off int64) (string, int64, error) {
 		return "", 0, fmt.Errorf("auditlog: save torn tail: %w", err)
 	}
 	return dst, size, nil
+}
+
+// maxTornScan bounds how much of a segment's tail recovery reads to decide
+// whether it is torn.
+const maxTornScan = 256 << 20
+
+// tornTail reports whether the bytes of path from off to the end look like
+// an append that a crash interrupted, and if not, why. A crash leaves a
+// frame that runs past the end of the file, or zeros where nothing was
+// written yet. A damaged length or CRC with a complete, valid frame
+// anywhere after it is not a crash but a change, and recovery must not cut
+// it away.
+func tornTail(path string, off int64) (bool, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, "", fmt.Errorf("auditlog: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return false, "", fmt.Errorf("auditlog: %w", err)
+	}
+	if st.Size()-off > maxTornScan {
+		return false, fmt.Sprintf("%d damaged bytes at the end: too many to be one interrupted write", st.Size()-off), nil
+	}
+	tail := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(tail, off); err != nil && !errors.Is(err, io.EOF) {
+		return false, "", fmt.Errorf("auditlog: %w", err)
+	}
+	// Any complete, CRC-valid entry or checkpoint frame after the damage
+	// means records follow it. Position 0 is the damaged frame itself.
+	for p := 1; p+frameOverhead < len(tail); p++ {
+		n := int(binary.BigEndian.Uint32(tail[p:]))
+		if n < 1 || n > maxFrameLen || p+frameOverhead+n > len(tail) {
+			continue
+		}
+		body := tail[p+frameOverhead : p+frameOverhead+n]
+		if body[0] != kindEntry && body[0] != kindCheckpoint {
+			continue
+		}
+		if crc32.Checksum(body, castagnoli) == binary.BigEndian.Uint32(tail[p+4:]) {
+			return false, fmt.Sprintf("a valid record at byte %d follows the damage at byte %d", off+int64(p), off), nil
+		}
+	}
+	return true, "", nil
+}
+
+// checkCut refuses to cut the log below the size that the signed
+// checkpoint file (written only after its entries were durable) covers.
+func (w *writer) checkCut(pub crypto.PublicKey, segment string) error {
+	b, err := os.ReadFile(filepath.Join(w.l.dir, CheckpointFile))
+	if err != nil {
+		return nil // no checkpoint file: nothing to hold the cut against
+	}
+	c, err := parseCheckpointText(b)
+	if err != nil {
+		return nil
+	}
+	if nv, err := keys.NoteVerifier(c.Origin, pub); err == nil {
+		if _, _, _, err := log.ParseCheckpoint(b, c.Origin, nv); err != nil {
+			return nil // signed by another key or forged: it proves nothing
+		}
+	}
+	if c.Size > w.chain.size() {
+		return &CorruptError{Segment: segment, Seq: w.chain.next, Reason: fmt.Sprintf("cutting the damaged tail would drop entries up to seq %d, which the signed checkpoint file covers", c.Size)}
+	}
+	return nil
 }
