@@ -72,7 +72,13 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn) {
 		return
 	case !found:
 		p.stats.notRedirected.Add(1)
-		p.refuse(ctx, s, auditlog.Entry{Src: client.String(), Dst: addrPort(c.LocalAddr()).String(), Rule: RuleNotRedirected})
+		// Anyone on the host can connect to the proxy port directly; such
+		// connections are recorded without waiting for a flush of their
+		// own, so a flood of them cannot turn into a flood of fsyncs.
+		p.stats.refused.Add(1)
+		p.appendLazy(ctx, auditlog.Entry{Type: auditlog.ConnDeny, Decision: auditlog.Deny, Proto: "tcp",
+			Src: client.String(), Dst: addrPort(c.LocalAddr()).String(), Rule: RuleNotRedirected})
+		s.stop(reasonRefused, true)
 		return
 	}
 
@@ -164,7 +170,7 @@ func (p *Proxy) open(ctx context.Context, s *session, e auditlog.Entry, dst neti
 		// A forced shutdown while waiting: the conn.open may still reach
 		// the disk, so close it.
 		if ack != nil {
-			p.appendClose(ctx, closeEntry(e, ack.Seq, reasonShutdown, 0, 0, s.start))
+			p.appendLazy(ctx, closeEntry(e, ack.Seq, reasonShutdown, 0, 0, s.start))
 		}
 		return
 	}
@@ -180,7 +186,7 @@ func (p *Proxy) open(ctx context.Context, s *session, e auditlog.Entry, dst neti
 		// The client's connect() succeeded against the proxy long ago, so
 		// it cannot get ECONNREFUSED: it gets a reset on its next I/O.
 		s.stop(reasonDialFailed, true)
-		p.appendClose(ctx, closing)
+		p.appendLazy(ctx, closing)
 		return
 	}
 	if !s.setDst(r.conn) {
@@ -197,7 +203,7 @@ func (p *Proxy) open(ctx context.Context, s *session, e auditlog.Entry, dst neti
 	if rerr != nil {
 		closing.Attrs["error"] = rerr.Error()
 	}
-	p.appendClose(ctx, closing)
+	p.appendLazy(ctx, closing)
 }
 
 // closeEntry makes the conn.close entry for the conn.open entry open,
@@ -239,9 +245,10 @@ func (p *Proxy) appendDurable(ctx context.Context, e auditlog.Entry) error {
 	return err
 }
 
-// appendClose appends a conn.close entry without waiting for durability. It
-// is appended even during a forced shutdown, within closeAuditTimeout.
-func (p *Proxy) appendClose(ctx context.Context, e auditlog.Entry) {
+// appendLazy appends an entry nobody waits on (conn.close, a direct
+// connection's conn.deny) without waiting for durability. It is appended
+// even during a forced shutdown, within closeAuditTimeout.
+func (p *Proxy) appendLazy(ctx context.Context, e auditlog.Entry) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeAuditTimeout)
 	defer cancel()
 	appendFn := p.cfg.Auditor.Append
@@ -250,7 +257,7 @@ func (p *Proxy) appendClose(ctx context.Context, e auditlog.Entry) {
 	}
 	if _, err := appendFn(ctx, e); err != nil {
 		p.stats.auditFailures.Add(1)
-		p.log.Warn("conn.close not recorded", "src", e.Src, "dst", e.Dst, "err", err)
+		p.log.Warn("entry not recorded", "type", e.Type, "src", e.Src, "dst", e.Dst, "err", err)
 	}
 }
 

@@ -70,7 +70,7 @@ const (
 
 // DefaultListen are the addresses the proxy listens on when Config.Listen
 // is empty.
-var DefaultListen = []string{"127.0.0.1:15001", "[::1]:15001"}
+var DefaultListen = []string{"127.0.0.1:1501", "[::1]:1501"}
 
 // closeAuditTimeout bounds how long appending a conn.close entry may block
 // (Append blocks only while the log's queue is full).
