@@ -210,3 +210,65 @@ func TestDiskFull(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseWhileFull closes a log that cannot be written: the entries lost
+// meanwhile must still be said out loud, by the next Open, as a log.gap.
+func TestCloseWhileFull(t *testing.T) {
+	mnt := mountTmpfs(t, "1m")
+	ctx := context.Background()
+	sv := testSigner(t)
+	dir := filepath.Join(mnt, "log")
+	l, err := Open(ctx, dir, Options{Signer: sv, RetryInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fill the file system from outside, leaving a few KiB.
+	filler, err := os.Create(filepath.Join(mnt, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := filler.Write(buf); err != nil {
+			break
+		}
+	}
+	filler.Close()
+	lost := 0
+	for i := 0; i < 200 && lost < 20; i++ {
+		if _, err := l.AppendSync(ctx, sampleEntry(i)); err != nil {
+			lost++
+		}
+	}
+	if lost == 0 {
+		t.Fatal("no append failed on a full file system")
+	}
+	if err := l.Close(ctx); err == nil {
+		t.Fatal("Close of a failing log returned nil")
+	}
+	os.Remove(filepath.Join(mnt, "filler"))
+	l, err = Open(ctx, dir, Options{Signer: sv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var gap *Entry
+	Scan(ctx, dir, 1, func(r Record) error {
+		if r.Entry.Type == LogGap {
+			e := r.Entry
+			gap = &e
+		}
+		return nil
+	})
+	if gap == nil {
+		t.Fatal("no log.gap entry after reopening a log closed while full")
+	}
+	if n, _ := strconv.Atoi(gap.Attr("lost")); n < lost {
+		t.Errorf("log.gap lost=%s; want at least the %d failed appends", gap.Attr("lost"), lost)
+	}
+	if _, err := Verify(ctx, dir, sv, VerifyOptions{}); err != nil {
+		t.Errorf("Verify = %v", err)
+	}
+}

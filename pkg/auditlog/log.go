@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -156,8 +158,9 @@ type Log struct {
 	nextSeq  uint64
 	prevHash [32]byte
 
-	w     writer // owned by the writer goroutine
-	stats stats
+	w       writer   // owned by the writer goroutine
+	gapFile *os.File // reserved space for a gap note at close (see recordPendingGap)
+	stats   stats
 }
 
 // stats are published by the writer goroutine for Stats.
@@ -265,6 +268,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Log, error) {
 	l.nextSeq = l.w.chain.next
 	l.prevHash = l.w.chain.prev
 	go l.w.run()
+	if err := l.recordPendingGap(ctx); err != nil {
+		_ = l.Close(ctx)
+		return nil, err
+	}
 	if rec.truncatedBytes > 0 || unclean {
 		attrs := map[string]string{
 			"previous_stop":   "unclean",
@@ -395,6 +402,43 @@ func (l *Log) Close(ctx context.Context) error {
 		return fmt.Errorf("auditlog: close: %w", ctx.Err())
 	}
 	err := l.w.closeErr
+	if l.gapFile != nil {
+		l.gapFile.Close()
+	}
 	unlockDir(l.lock, err == nil)
 	return err
+}
+
+// recordPendingGap turns a gap left by a writer that closed while failing
+// into a log.gap entry, then reserves space for the next such note: the
+// file's blocks are allocated now, so it can be written even when the
+// disk is full, which is exactly when it is needed.
+func (l *Log) recordPendingGap(ctx context.Context) error {
+	path := filepath.Join(l.dir, pendingGapFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("auditlog: open %s: %w", path, err)
+	}
+	b := make([]byte, pendingGapSize)
+	n, _ := f.ReadAt(b, 0)
+	if text := string(b[:n]); strings.TrimRight(text, "\x00") != "" {
+		attrs := map[string]string{"recorded": "at next start"}
+		for _, line := range strings.Split(strings.TrimRight(text, "\x00"), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				attrs[k] = v
+			}
+		}
+		if _, err := l.AppendSync(ctx, Entry{Type: LogGap, Attrs: attrs}); err != nil {
+			f.Close()
+			return fmt.Errorf("auditlog: record the gap left by the last stop: %w", err)
+		}
+	}
+	if err := f.Truncate(0); err == nil {
+		// Best effort: without the reservation the note may not fit on a
+		// full disk, and the loss is then only in the error Close returns.
+		_ = syscall.Fallocate(int(f.Fd()), 1 /* FALLOC_FL_KEEP_SIZE */, 0, pendingGapSize)
+		_ = f.Sync()
+	}
+	l.gapFile = f
+	return nil
 }

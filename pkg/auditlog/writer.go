@@ -6,12 +6,37 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/transparency-dev/formats/log"
 	"golang.org/x/mod/sumdb/note"
 )
+
+// pendingGapFile holds a gap that a closing writer could not record; the
+// next Open records it as a log.gap entry and empties the file. Its blocks
+// are reserved in advance (pendingGapSize), so it can be written on a full
+// disk.
+const (
+	pendingGapFile = "gap.pending"
+	pendingGapSize = 4096
+)
+
+// savePendingGap writes the note into the reserved file.
+func (w *writer) savePendingGap(note []byte) error {
+	f := w.l.gapFile
+	if f == nil {
+		return errors.New("no reserved gap file")
+	}
+	if len(note) > pendingGapSize {
+		note = note[:pendingGapSize]
+	}
+	if _, err := f.WriteAt(note, 0); err != nil {
+		return err
+	}
+	return f.Sync()
+}
 
 // CheckpointFile is the newest signed checkpoint, rewritten atomically beside
 // the segments for tools and shippers; the copy inside the segments is the
@@ -433,11 +458,23 @@ func (w *writer) seal() {
 }
 
 func (w *writer) finish() {
+	if w.failErr != nil {
+		w.resume() // one last try to record the gap
+	}
 	if w.failErr == nil {
 		w.checkpoint()
 	}
 	if w.failErr != nil {
-		w.closeErr = fmt.Errorf("%w: closed while failing (%d entries not recorded): %w", ErrUnavailable, w.lost, w.failErr)
+		w.l.mu.Lock()
+		lost := w.lost + w.l.refused
+		w.l.mu.Unlock()
+		w.closeErr = fmt.Errorf("%w: closed while failing (%d entries not recorded): %w", ErrUnavailable, lost, w.failErr)
+		// Leave the gap for the next Open to record, so it is said out loud
+		// even when this process could not write it.
+		pending := fmt.Sprintf("lost=%d\nsince=%s\nreason=%s\n", lost, w.failedAt.UTC().Format(time.RFC3339Nano), strings.ReplaceAll(w.failErr.Error(), "\n", " "))
+		if err := w.savePendingGap([]byte(pending)); err != nil {
+			w.l.log.Error("cannot save the unrecorded gap for the next start", "lost", lost, "err", err)
+		}
 	}
 	if w.seg != nil {
 		if err := w.seg.Close(); err != nil && w.closeErr == nil {
