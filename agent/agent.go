@@ -21,6 +21,7 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/identity"
 	"github.com/vigil-ebpf/vigil/pkg/intercept"
 	"github.com/vigil-ebpf/vigil/pkg/keys"
+	"github.com/vigil-ebpf/vigil/pkg/policy"
 	"github.com/vigil-ebpf/vigil/pkg/proxy"
 	"github.com/vigil-ebpf/vigil/pkg/version"
 )
@@ -48,6 +49,9 @@ type Config struct {
 	FailMode   string                  // FailOpen (default) or FailClosed
 	PinPath    string                  // bpffs directory for FailClosed; default DefaultPinPath
 	Debug      bool                    // verifier logs in BPF load errors
+
+	PolicyPath     string // policy file; "" means DefaultPolicyPath
+	PolicyExplicit bool   // PolicyPath was given: it must exist and be valid
 }
 
 // Agent is a running vigil daemon.
@@ -59,6 +63,9 @@ type Agent struct {
 	proxy  *proxy.Proxy
 	keyID  string
 	pubKey string
+	policy *policy.Holder
+	// policyFromFile is false while the built-in allow-all is in force.
+	policyFromFile bool
 }
 
 // New loads (or, with no key configured, creates) the signing key, opens
@@ -82,6 +89,13 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	if cfg.PinPath == "" {
 		cfg.PinPath = DefaultPinPath
+	}
+	if cfg.PolicyPath == "" {
+		cfg.PolicyPath = DefaultPolicyPath
+	}
+	pol, fromFile, err := loadPolicy(cfg.PolicyPath, cfg.PolicyExplicit)
+	if err != nil {
+		return nil, fmt.Errorf("agent: policy %s: %w", cfg.PolicyPath, err)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrPermission) {
@@ -109,7 +123,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, audit: audit, keyID: id, pubKey: pubPath}
+	a := &Agent{cfg: cfg, log: cfg.Logger, audit: audit, keyID: id, pubKey: pubPath,
+		policy: policy.NewHolder(pol), policyFromFile: fromFile}
 	if cfg.Intercept {
 		if err := a.startIntercept(ctx); err != nil {
 			_ = audit.Close(context.WithoutCancel(ctx))
@@ -127,6 +142,7 @@ func (a *Agent) startIntercept(ctx context.Context) error {
 		Listen:   []string{fmt.Sprintf("127.0.0.1:%d", cfg.ProxyPort), fmt.Sprintf("[::1]:%d", cfg.ProxyPort)},
 		Resolver: resolverFunc(a.lookup),
 		Auditor:  a.audit,
+		Decider:  decider{a.policy},
 		DialMark: intercept.DefaultBypassMark,
 		Logger:   cfg.Logger,
 	})
@@ -138,6 +154,7 @@ func (a *Agent) startIntercept(ctx context.Context) error {
 		ProxyPort:  cfg.ProxyPort,
 		Capture:    cfg.Capture,
 		BypassMark: intercept.DefaultBypassMark,
+		ExemptPID:  uint32(os.Getpid()),
 		Logger:     cfg.Logger,
 		Debug:      cfg.Debug,
 	}
@@ -220,7 +237,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.abort(ctx)
 		return fmt.Errorf("agent: record start: %w", err)
 	}
+	if a.policyFromFile {
+		a.recordPolicy(ctx, a.cfg.PolicyPath, a.policy.Current(), nil)
+	} else {
+		a.recordPolicy(ctx, "", nil, nil)
+	}
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.watchPolicy(ctx)
+	}()
 	serveErr := make(chan error, 1)
 	if a.icpt != nil {
 		wg.Add(2)

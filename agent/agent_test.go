@@ -37,8 +37,8 @@ func TestRunRecordsStartAndStop(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if len(types) != 2 || types[0] != auditlog.AgentStart || types[1] != auditlog.AgentStop {
-		t.Errorf("entries = %v; want [agent.start agent.stop]", types)
+	if len(types) != 3 || types[0] != auditlog.AgentStart || types[1] != auditlog.PolicyLoad || types[2] != auditlog.AgentStop {
+		t.Errorf("entries = %v; want [agent.start policy.load agent.stop]", types)
 	}
 	// The generated key was encrypted with the password; without it the
 	// agent must say what to do.

@@ -23,6 +23,7 @@ type FileConfig struct {
 	FailMode  string   `yaml:"fail_mode"`
 	PinPath   string   `yaml:"pin_path"`
 	LogLevel  string   `yaml:"log_level"`
+	Policy    string   `yaml:"policy"`
 }
 
 // LoadFile reads and strictly decodes a configuration file: unknown keys

@@ -29,6 +29,7 @@ func agentCommand() *cli.Command {
 			&cli.UintFlag{Name: "proxy-port", Value: uint(intercept.DefaultProxyPort), Usage: "loopback port of the proxy", EnvVars: []string{"VIGIL_PROXY_PORT"}},
 			&cli.StringFlag{Name: "fail-mode", Value: agent.FailOpen, Usage: "open: traffic flows directly if the agent dies; closed: it fails until the agent is back", EnvVars: []string{"VIGIL_FAIL_MODE"}},
 			&cli.StringFlag{Name: "pin-path", Value: agent.DefaultPinPath, Usage: "bpffs directory for fail-closed pins", EnvVars: []string{"VIGIL_PIN_PATH"}},
+			&cli.StringFlag{Name: "policy", Value: agent.DefaultPolicyPath, Usage: "policy file, reloaded on change and SIGHUP (absent default file: allow and record everything)", EnvVars: []string{"VIGIL_POLICY"}},
 			&cli.BoolFlag{Name: "no-intercept", Hidden: true, Usage: "record agent events only, without BPF or proxy (development)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -60,6 +61,7 @@ func agentCommand() *cli.Command {
 							continue
 						}
 						_ = a.Reload(c.Context, next)
+						a.ReloadPolicy(c.Context)
 					}
 				}
 			}()
@@ -97,8 +99,10 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 		PinPath:    str("pin-path", fc.PinPath),
 		Logger:     logger(c),
 		Intercept:  !c.Bool("no-intercept"),
+		PolicyPath: str("policy", fc.Policy),
 		Debug:      c.String("log-level") == "debug",
 	}
+	cfg.PolicyExplicit = c.IsSet("policy") || fc.Policy != ""
 	if cfg.FailMode != agent.FailOpen && cfg.FailMode != agent.FailClosed {
 		return cfg, usagef("--fail-mode %q: want open or closed", cfg.FailMode)
 	}

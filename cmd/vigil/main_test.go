@@ -114,8 +114,8 @@ func TestAgentZeroConfig(t *testing.T) {
 		}
 	}
 	code, out, errs := vigil(t, context.Background(), "verify", "--pubkey", filepath.Join(dir, "signing.pub"), dir)
-	if code != 0 || !strings.Contains(out, "4 (seq 1..4)") {
-		t.Errorf("verify agent log = %d, %q, %q; want 4 entries (start, stop twice)", code, out, errs)
+	if code != 0 || !strings.Contains(out, "6 (seq 1..6)") {
+		t.Errorf("verify agent log = %d, %q, %q; want 6 entries (start, policy.load, stop; twice)", code, out, errs)
 	}
 	code, _, errs = vigil(t, context.Background(), "agent", "--data-dir", dir, "extra")
 	if code != exitUsage {

@@ -524,3 +524,56 @@ func TestReloadCapture(t *testing.T) {
 	}
 	verify(t, a.dataDir)
 }
+
+// TestPolicyDenyAndReload denies a destination by policy, then allows it
+// by editing the file, which the agent picks up on its own; a bad edit
+// keeps the running policy.
+func TestPolicyDenyAndReload(t *testing.T) {
+	requireRoot(t)
+	port := echoServer(t)
+	polPath := filepath.Join(t.TempDir(), "policy.yaml")
+	writePolicy := func(action string) {
+		p := fmt.Sprintf("apiVersion: vigil.dev/v1\ndefault: allow\nrules:\n  - name: no-echo\n    action: %s\n    match:\n      dst: { ports: [\"%d\"] }\n", action, port)
+		if err := os.WriteFile(polPath, []byte(p), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writePolicy("deny")
+	cg := testCgroup(t)
+	a := startAgent(t, cg, "", 0, "--capture", capture(port), "--policy", polPath)
+	client := func() error {
+		cmd := cgroupCmd(context.Background(), cg, os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=concurrent 127.0.0.1:%d 1", clientEnv, port))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	if err := client(); err == nil {
+		t.Fatal("client succeeded under a deny rule")
+	}
+	writePolicy("allow")
+	waitFor(t, func() bool { return client() == nil })
+	os.WriteFile(polPath, []byte("apiVersion: vigil.dev/v1\ndefault: maybe\n"), 0o600)
+	waitFor(t, func() bool { return strings.Contains(a.stderr.String(), "policy rejected") })
+	if err := client(); err != nil {
+		t.Errorf("client after a rejected policy edit = %v; want the allow policy still in force", err)
+	}
+	a.stop()
+	var denies, applied, rejected int
+	for _, e := range entries(t, a.dataDir) {
+		switch {
+		case e.Type == auditlog.ConnDeny && e.Rule == "no-echo":
+			denies++
+		case e.Type == auditlog.PolicyLoad && e.Attr("result") == "applied":
+			applied++
+		case e.Type == auditlog.PolicyLoad && e.Attr("result") == "rejected":
+			rejected++
+		}
+	}
+	// Every attempt before the reload took effect was denied and recorded.
+	if denies < 1 || applied != 2 || rejected != 1 {
+		t.Errorf("conn.deny by no-echo: %d (want ≥ 1); policy.load applied: %d (want 2), rejected: %d (want 1)", denies, applied, rejected)
+	}
+	verify(t, a.dataDir)
+}

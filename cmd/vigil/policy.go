@@ -1,0 +1,215 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/netip"
+
+	"github.com/urfave/cli/v2"
+	"github.com/vigil-ebpf/vigil/pkg/policy"
+)
+
+func policyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "policy",
+		Usage: "check a policy file, or try a connection against it",
+		Subcommands: []*cli.Command{
+			policyCheckCommand(),
+			policyTestCommand(),
+		},
+	}
+}
+
+func policyCheckCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "check",
+		Usage:     "validate a policy file and list every problem in it",
+		ArgsUsage: "FILE",
+		Description: "Prints each problem as FILE:LINE:COL: field: what is wrong (how to fix it).\n" +
+			"Exit status 0 when the policy is valid (warnings are printed), 1 when it has errors\n" +
+			"(or warnings, with --strict), 2 for usage errors, 3 when the file cannot be read.",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "strict", Usage: "fail on warnings too"},
+			outputFlag("text"),
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Len() != 1 {
+				return usagef("policy check takes exactly one policy file")
+			}
+			file := c.Args().First()
+			p, err := policy.Load(file)
+			var ve *policy.ValidationError
+			if err != nil && !errors.As(err, &ve) {
+				return err
+			}
+			res := checkResult{File: file, OK: ve == nil}
+			if ve != nil {
+				res.Problems = ve.Problems
+				res.Errors = ve.Errors()
+			} else {
+				res.Problems = p.Warnings()
+				res.SHA256, res.Rules, res.Default = p.SHA256(), len(p.Rules()), p.Default().Action.String()
+			}
+			res.Warnings = len(res.Problems) - res.Errors
+			if c.Bool("strict") && res.Warnings > 0 {
+				res.OK = false
+			}
+			if c.String("output") == "json" {
+				if err := json.NewEncoder(c.App.Writer).Encode(res); err != nil {
+					return err
+				}
+			} else {
+				res.print(c.App.Writer, c.Bool("strict"))
+			}
+			if !res.OK {
+				return failedError{fmt.Sprintf("policy %s: %d errors, %d warnings", file, res.Errors, res.Warnings)}
+			}
+			return nil
+		},
+	}
+}
+
+// checkResult is what `vigil policy check` reports.
+type checkResult struct {
+	File     string           `json:"file"`
+	OK       bool             `json:"ok"`
+	Errors   int              `json:"errors"`
+	Warnings int              `json:"warnings"`
+	Problems []policy.Problem `json:"problems"`
+	SHA256   string           `json:"sha256,omitempty"`
+	Rules    int              `json:"rules,omitempty"`
+	Default  string           `json:"default,omitempty"`
+}
+
+func (r *checkResult) print(w io.Writer, strict bool) {
+	for _, p := range r.Problems {
+		fmt.Fprintln(w, p)
+	}
+	switch {
+	case r.Errors > 0:
+		fmt.Fprintf(w, "FAIL %s: %d errors, %d warnings\n", r.File, r.Errors, r.Warnings)
+	case !r.OK:
+		fmt.Fprintf(w, "FAIL %s: %d warnings (--strict)\n", r.File, r.Warnings)
+	default:
+		fmt.Fprintf(w, "OK   %s: %d rules, default %s, %d warnings, sha256 %s\n", r.File, r.Rules, r.Default, r.Warnings, r.SHA256)
+	}
+}
+
+func policyTestCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "test",
+		Usage:     "show what a policy decides for one connection",
+		ArgsUsage: "FILE",
+		Description: "Describes a connection with flags and prints the decision, the rule that made it\n" +
+			"and, for deny, the errno the client sees. Fields not given are unknown (\"\"), and a rule\n" +
+			"that matches on a field never matches an unknown value; --uid and --gid default to 0.\n" +
+			"Exit status 0 when a decision was made (whatever it is), 1 when the policy is invalid,\n" +
+			"2 for usage errors, 3 when the file cannot be read.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dst", Required: true, Usage: "original destination, like 10.0.0.5:5432 or [fd00::1]:443"},
+			&cli.StringFlag{Name: "name", Usage: "destination DNS name (as TLS SNI or HTTP Host would tell)"},
+			&cli.Uint64Flag{Name: "uid", Usage: "uid of the connecting process"},
+			&cli.Uint64Flag{Name: "gid", Usage: "gid of the connecting process"},
+			&cli.StringFlag{Name: "user", Usage: "user name of the uid"},
+			&cli.StringFlag{Name: "comm", Usage: "task name (at most 15 bytes)"},
+			&cli.StringFlag{Name: "exe", Usage: "absolute path of the executable"},
+			&cli.StringFlag{Name: "cgroup", Usage: "cgroup v2 path, like /system.slice/nginx.service"},
+			&cli.StringFlag{Name: "container", Usage: "container id"},
+			&cli.StringFlag{Name: "namespace", Usage: "Kubernetes namespace"},
+			&cli.StringFlag{Name: "pod", Usage: "Kubernetes pod name"},
+			&cli.StringSliceFlag{Name: "label", Usage: "pod label as key=value (repeat for more)"},
+			outputFlag("text"),
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Len() != 1 {
+				return usagef("policy test takes exactly one policy file")
+			}
+			in, err := testInput(c)
+			if err != nil {
+				return err
+			}
+			file := c.Args().First()
+			p, err := policy.Load(file)
+			var ve *policy.ValidationError
+			if errors.As(err, &ve) {
+				fmt.Fprintln(c.App.ErrWriter, ve)
+				fmt.Fprintf(c.App.ErrWriter, "vigil: policy %s is not valid: fix the errors above (vigil policy check %s)\n", file, file)
+				return failedError{"invalid policy"}
+			}
+			if err != nil {
+				return err
+			}
+			d := p.Decide(in)
+			res := testResult{Action: d.Action.String(), Rule: d.Rule, Errno: policy.ErrnoName(d.Errno), Policy: file, SHA256: p.SHA256()}
+			if r, ok := p.Rule(d.Rule); ok {
+				res.Line = r.Line
+			}
+			if c.String("output") == "json" {
+				return json.NewEncoder(c.App.Writer).Encode(res)
+			}
+			w := c.App.Writer
+			fmt.Fprintf(w, "decision  %s\n", res.Action)
+			if res.Line > 0 {
+				fmt.Fprintf(w, "rule      %s (%s:%d)\n", res.Rule, file, res.Line)
+			} else {
+				fmt.Fprintf(w, "rule      %s (no rule matched)\n", res.Rule)
+			}
+			if res.Errno != "" {
+				fmt.Fprintf(w, "errno     %s\n", res.Errno)
+			}
+			if in.Name == "" && p.UsesNames() {
+				fmt.Fprintln(c.App.ErrWriter, "note: rules that match destination names were skipped: give --name to try them")
+			}
+			return nil
+		},
+	}
+}
+
+// testResult is what `vigil policy test` reports.
+type testResult struct {
+	Action string `json:"action"`
+	Rule   string `json:"rule"`
+	Line   int    `json:"line,omitempty"`  // of the rule; 0 for the default
+	Errno  string `json:"errno,omitempty"` // for deny
+	Policy string `json:"policy"`
+	SHA256 string `json:"sha256"`
+}
+
+// testInput builds the connection `vigil policy test` decides on.
+func testInput(c *cli.Context) (policy.Input, error) {
+	dst, err := netip.ParseAddrPort(c.String("dst"))
+	if err != nil {
+		return policy.Input{}, usagef("--dst %q is not an address and port: write it like 10.0.0.5:5432 or [fd00::1]:443", c.String("dst"))
+	}
+	in := policy.Input{
+		Dst:       dst,
+		Name:      c.String("name"),
+		User:      c.String("user"),
+		Comm:      c.String("comm"),
+		Exe:       c.String("exe"),
+		Cgroup:    c.String("cgroup"),
+		Container: c.String("container"),
+		Namespace: c.String("namespace"),
+		Pod:       c.String("pod"),
+	}
+	for _, f := range []string{"uid", "gid"} {
+		if c.Uint64(f) > math.MaxUint32 {
+			return in, usagef("--%s %d is out of range (0 to %d)", f, c.Uint64(f), uint64(math.MaxUint32))
+		}
+	}
+	in.UID, in.GID = uint32(c.Uint64("uid")), uint32(c.Uint64("gid"))
+	for _, l := range c.StringSlice("label") {
+		k, v, err := policy.ParseLabel(l)
+		if err != nil {
+			return in, usagef("--label %q is not key=value", l)
+		}
+		if in.Labels == nil {
+			in.Labels = make(map[string]string)
+		}
+		in.Labels[k] = v
+	}
+	return in, nil
+}
