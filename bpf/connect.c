@@ -7,9 +7,11 @@
  *   cgroup/connect4, cgroup/connect6
  *     TCP: record the origin under the socket cookie and rewrite the
  *     destination to the proxy (127.0.0.1, ::1 or ::ffff:127.0.0.1 at
- *     cfg_proxy_port), unless the socket carries the bypass mark, the
- *     destination is not captured or is the proxy port, or the socket lives
- *     in another network namespace (reported, not redirected).
+ *     cfg_proxy_port), unless the caller is cfg_exempt_pid, the destination
+ *     is not captured or is the proxy itself (the proxy port on a loopback
+ *     or unspecified address), the socket carries the bypass mark (reported
+ *     unless the caller is exempt), lives in another network namespace or
+ *     is bound to a device (both reported, not redirected).
  *     UDP: report once per (socket, destination); never redirected.
  *   cgroup/getpeername4, cgroup/getpeername6
  *     A redirected socket's peer is its original destination.
@@ -56,6 +58,28 @@ static __always_inline void dst_v6(struct dst *d, struct bpf_sock_addr *ctx)
 	d->addr[1] = a1;
 	d->addr[2] = a2;
 	d->addr[3] = a3;
+}
+
+/* exempt reports whether the caller is cfg_exempt_pid (the agent itself). */
+static __always_inline int exempt(void)
+{
+	return cfg_exempt_pid != 0 && (__u32)(bpf_get_current_pid_tgid() >> 32) == cfg_exempt_pid;
+}
+
+/*
+ * is_proxy reports whether d is the proxy itself: the proxy port on a
+ * loopback (127.0.0.0/8, ::1; ::ffff:127.0.0.0/104 arrives unmapped) or
+ * unspecified (0.0.0.0, ::) address. The proxy port elsewhere is an
+ * ordinary destination.
+ */
+static __always_inline int is_proxy(const struct dst *d)
+{
+	if (d->port != cfg_proxy_port)
+		return 0;
+	if (d->family == FAMILY_V4)
+		return d->addr[0] == 0 || (bpf_ntohl(d->addr[0]) >> 24) == 127;
+	return d->addr[0] == 0 && d->addr[1] == 0 && d->addr[2] == 0 &&
+	       (d->addr[3] == 0 || d->addr[3] == bpf_htonl(1));
 }
 
 /* captured reports whether the capture set covers d. */
@@ -139,16 +163,11 @@ static __always_inline void emit(__u8 kind, __u8 proto, const struct origin *o, 
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* report_udp reports a captured UDP destination once per (socket, destination, kind). */
-static __always_inline void report_udp(struct bpf_sock_addr *ctx, const struct dst *d, __u8 kind)
+/* first_report reports whether (socket, d, kind) has not been reported yet, and marks it reported. */
+static __always_inline int first_report(struct bpf_sock_addr *ctx, const struct dst *d, __u8 kind)
 {
-	struct bpf_sock *sk = ctx->sk;
 	struct seen_key key;
-	struct origin o;
 	__u8 one = 1;
-
-	if (!sk || sk->mark == cfg_bypass_mark || !captured(d))
-		return;
 
 	__builtin_memset(&key, 0, sizeof(key));
 	key.socket_cookie = bpf_get_socket_cookie(ctx);
@@ -160,7 +179,33 @@ static __always_inline void report_udp(struct bpf_sock_addr *ctx, const struct d
 	key.family = d->family;
 	key.kind = kind;
 	/* BPF_NOEXIST makes the check and the insert one step: only the first report wins. */
-	if (bpf_map_update_elem(&vigil_udp_seen, &key, &one, BPF_NOEXIST))
+	return bpf_map_update_elem(&vigil_udp_seen, &key, &one, BPF_NOEXIST) == 0;
+}
+
+/* report_once emits a TCP event once per (socket, destination, kind). */
+static __always_inline void report_once(struct bpf_sock_addr *ctx, const struct dst *d, __u8 kind)
+{
+	struct origin o;
+
+	if (!first_report(ctx, d, kind))
+		return;
+	fill_origin(&o, ctx, d);
+	emit(kind, IPPROTO_TCP, &o, ctx->sk);
+}
+
+/*
+ * report_udp reports a captured UDP destination once per (socket,
+ * destination, kind). The bypass mark silences it only while no exempt
+ * process is configured: with one, the mark is no way to hide from audit.
+ */
+static __always_inline void report_udp(struct bpf_sock_addr *ctx, const struct dst *d, __u8 kind)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct origin o;
+
+	if (!sk || exempt() || (cfg_exempt_pid == 0 && sk->mark == cfg_bypass_mark) || !captured(d))
+		return;
+	if (!first_report(ctx, d, kind))
 		return;
 
 	fill_origin(&o, ctx, d);
@@ -181,12 +226,23 @@ static __always_inline int redirect_tcp(struct bpf_sock_addr *ctx, const struct 
 	count(STAT_TCP_CONNECT);
 	if (!sk)
 		return 0;
-	if (sk->mark == cfg_bypass_mark) {
-		count(STAT_SKIP_MARK);
+	if (exempt()) {
+		/* The agent's own connections (proxy dials, KMS calls): never into its own proxy. */
+		count(STAT_SKIP_EXEMPT);
 		return 0;
 	}
-	if (d->port == cfg_proxy_port || !captured(d)) {
+	if (is_proxy(d) || !captured(d)) {
 		count(STAT_SKIP_NOT_CAPTURED);
+		return 0;
+	}
+	if (sk->mark == cfg_bypass_mark) {
+		/*
+		 * Honoured (the proxy's dials carry it), but any process with
+		 * CAP_NET_ADMIN can set it: once the agent is known, say so.
+		 */
+		if (cfg_exempt_pid != 0)
+			report_once(ctx, d, EVENT_MARK_BYPASS);
+		count(STAT_SKIP_MARK);
 		return 0;
 	}
 
@@ -195,6 +251,12 @@ static __always_inline int redirect_tcp(struct bpf_sock_addr *ctx, const struct 
 		/* The proxy listens in the agent's namespace only: report, do not break. */
 		emit(EVENT_OTHER_NETNS, IPPROTO_TCP, &o, sk);
 		count(STAT_OTHER_NETNS);
+		return 0;
+	}
+	if (sk->bound_dev_if) {
+		/* SO_BINDTODEVICE: the device cannot reach loopback. Report, do not break. */
+		report_once(ctx, d, EVENT_BOUND_DEVICE);
+		count(STAT_BOUND_DEVICE);
 		return 0;
 	}
 

@@ -45,10 +45,12 @@ type InterceptEvent struct {
 type InterceptEventKind uint32
 
 const (
-	InterceptEventKindEVENT_UDP_CONNECT InterceptEventKind = 1
-	InterceptEventKindEVENT_UDP_SENDMSG InterceptEventKind = 2
-	InterceptEventKindEVENT_OTHER_NETNS InterceptEventKind = 3
-	InterceptEventKindEVENT_MAP_FULL    InterceptEventKind = 4
+	InterceptEventKindEVENT_UDP_CONNECT  InterceptEventKind = 1
+	InterceptEventKindEVENT_UDP_SENDMSG  InterceptEventKind = 2
+	InterceptEventKindEVENT_OTHER_NETNS  InterceptEventKind = 3
+	InterceptEventKindEVENT_MAP_FULL     InterceptEventKind = 4
+	InterceptEventKindEVENT_MARK_BYPASS  InterceptEventKind = 5
+	InterceptEventKindEVENT_BOUND_DEVICE InterceptEventKind = 6
 )
 
 type InterceptOrigin struct {
@@ -90,7 +92,9 @@ const (
 	InterceptStatIdSTAT_MAP_FULL          InterceptStatId = 6
 	InterceptStatIdSTAT_EVENTS_LOST       InterceptStatId = 7
 	InterceptStatIdSTAT_ESTABLISHED       InterceptStatId = 8
-	InterceptStatIdSTAT_MAX               InterceptStatId = 9
+	InterceptStatIdSTAT_SKIP_EXEMPT       InterceptStatId = 9
+	InterceptStatIdSTAT_BOUND_DEVICE      InterceptStatId = 10
+	InterceptStatIdSTAT_MAX               InterceptStatId = 11
 )
 
 type InterceptTupleKey struct {
@@ -122,6 +126,7 @@ const (
 	InterceptVarBtfEvent        = "_btf_event"
 	InterceptVarBtfEventKind    = "_btf_event_kind"
 	InterceptVarCfgBypassMark   = "cfg_bypass_mark"
+	InterceptVarCfgExemptPid    = "cfg_exempt_pid"
 	InterceptVarCfgNetnsCookie  = "cfg_netns_cookie"
 	InterceptVarCfgProxyPort    = "cfg_proxy_port"
 )
@@ -197,6 +202,7 @@ type InterceptVariableSpecs struct {
 	BtfEvent       *ebpf.VariableSpec `ebpf:"_btf_event"`
 	BtfEventKind   *ebpf.VariableSpec `ebpf:"_btf_event_kind"`
 	CfgBypassMark  *ebpf.VariableSpec `ebpf:"cfg_bypass_mark"`
+	CfgExemptPid   *ebpf.VariableSpec `ebpf:"cfg_exempt_pid"`
 	CfgNetnsCookie *ebpf.VariableSpec `ebpf:"cfg_netns_cookie"`
 	CfgProxyPort   *ebpf.VariableSpec `ebpf:"cfg_proxy_port"`
 }
@@ -247,6 +253,7 @@ type InterceptVariables struct {
 	BtfEvent       *ebpf.Variable `ebpf:"_btf_event"`
 	BtfEventKind   *ebpf.Variable `ebpf:"_btf_event_kind"`
 	CfgBypassMark  *ebpf.Variable `ebpf:"cfg_bypass_mark"`
+	CfgExemptPid   *ebpf.Variable `ebpf:"cfg_exempt_pid"`
 	CfgNetnsCookie *ebpf.Variable `ebpf:"cfg_netns_cookie"`
 	CfgProxyPort   *ebpf.Variable `ebpf:"cfg_proxy_port"`
 }

@@ -9,9 +9,10 @@
 #include "types.h"
 
 /* Set by the loader before the programs are verified (.rodata). */
-volatile const __u16 cfg_proxy_port = 15001;  /* host byte order */
+volatile const __u16 cfg_proxy_port = 1501;   /* host byte order */
 volatile const __u32 cfg_bypass_mark = 0x7669; /* SO_MARK of the agent's own dials */
 volatile const __u64 cfg_netns_cookie = 0;     /* netns cookie of the agent */
+volatile const __u32 cfg_exempt_pid = 0;       /* tgid never redirected nor reported (the agent); 0 = none */
 
 /* Socket cookie -> origin, for every redirected socket until it is released or closed. */
 struct {
@@ -38,7 +39,7 @@ struct {
 	__type(value, struct capture_val);
 } vigil_capture SEC(".maps");
 
-/* UDP (socket, destination, kind) already reported. */
+/* (socket, destination, kind) already reported: UDP, mark.bypass, bound.device. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);

@@ -25,12 +25,14 @@ enum stat_id {
 	STAT_TCP_CONNECT = 0,	/* TCP connect()s seen */
 	STAT_REDIRECTED,	/* TCP connect()s rewritten to the proxy */
 	STAT_SKIP_MARK,		/* skipped: socket carries the bypass mark */
-	STAT_SKIP_NOT_CAPTURED, /* skipped: destination outside the capture set or the proxy port */
+	STAT_SKIP_NOT_CAPTURED, /* skipped: destination outside the capture set, or the proxy port on loopback */
 	STAT_OTHER_NETNS,	/* reported, not redirected: another network namespace */
 	STAT_UDP_REPORTED,	/* UDP connect()/sendmsg() reported */
 	STAT_MAP_FULL,		/* an origin could not be stored: let through unredirected */
 	STAT_EVENTS_LOST,	/* ring buffer full: an event was dropped */
 	STAT_ESTABLISHED,	/* redirected connections established (tuple entries written) */
+	STAT_SKIP_EXEMPT,	/* skipped: the caller is the exempt process (the agent) */
+	STAT_BOUND_DEVICE,	/* reported, not redirected: the socket is bound to a device */
 	STAT_MAX,
 };
 
@@ -40,6 +42,8 @@ enum event_kind {
 	EVENT_UDP_SENDMSG = 2,
 	EVENT_OTHER_NETNS = 3,
 	EVENT_MAP_FULL = 4,
+	EVENT_MARK_BYPASS = 5,	/* TCP with the bypass mark from a process other than the exempt one */
+	EVENT_BOUND_DEVICE = 6, /* TCP on a device-bound socket (SO_BINDTODEVICE) */
 };
 
 /* What connect() meant to do, and who did it. Value of the origins and tuples maps. */
@@ -91,7 +95,7 @@ struct capture_val {
 	struct port_range ranges[CAPTURE_MAX_RANGES];
 };
 
-/* Key of the UDP "already reported" set: one event per (socket, destination, kind). */
+/* Key of the "already reported" set: one event per (socket, destination, kind). */
 struct seen_key {
 	__u64 socket_cookie;
 	__u32 addr[4];

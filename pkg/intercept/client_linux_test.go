@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"runtime"
@@ -29,6 +30,8 @@ type clientSpec struct {
 	Proto   int    // socket protocol, 0 for the default (TCP, UDP)
 	Addr    string // destination, netip.AddrPort syntax ([::ffff:10.0.0.1]:80 for IPv4-mapped)
 	Mark    uint32 // SO_MARK to set before connecting, 0 for none
+	Device  string // SO_BINDTODEVICE before connecting, "" for none
+	Wait    bool   // read stdin to EOF (client.proceed) before doing anything
 	Netns   string // network namespace file to enter before creating the socket
 	Payload string // written after connecting; then the reply is read to EOF
 	Exit    bool   // exit right after connect, without any I/O
@@ -70,6 +73,12 @@ func clientMain(spec *clientSpec, res *clientResult) {
 		var errno unix.Errno
 		if errors.As(err, &errno) {
 			res.Errno = int(errno)
+		}
+	}
+	if spec.Wait {
+		if _, err := io.Copy(io.Discard, os.Stdin); err != nil {
+			fail("wait", err)
+			return
 		}
 	}
 	if spec.Netns != "" {
@@ -224,6 +233,12 @@ func newSocket(spec *clientSpec, typ int) (int, error) {
 	}
 	if spec.Mark != 0 {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(spec.Mark)); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	if spec.Device != "" {
+		if err := unix.BindToDevice(fd, spec.Device); err != nil {
 			unix.Close(fd)
 			return -1, err
 		}

@@ -9,8 +9,13 @@ import (
 )
 
 // Defaults used by Open for zero Config fields.
+//
+// DefaultProxyPort is below 1024 on purpose: binding it needs
+// CAP_NET_BIND_SERVICE. In fail-closed mode the pinned programs keep
+// redirecting to it while the agent is down; on an unprivileged port any
+// local user could bind it then and receive every redirected connection.
 const (
-	DefaultProxyPort  uint16 = 15001
+	DefaultProxyPort  uint16 = 1501
 	DefaultBypassMark uint32 = 0x7669
 )
 
@@ -20,14 +25,25 @@ type Config struct {
 	// cgroup2 mount root (the whole host).
 	CgroupPath string
 	// ProxyPort is the loopback port connections are redirected to (default
-	// DefaultProxyPort). Connections to this port are never redirected.
+	// DefaultProxyPort). Connections to this port on a loopback or
+	// unspecified address (the proxy itself) are never redirected; on any
+	// other address it is an ordinary destination. Keep it below 1024 in
+	// fail-closed mode (see DefaultProxyPort).
 	ProxyPort uint16
 	// Capture is the set of redirected destinations (default
 	// DefaultCapture: all TCP except loopback). See CaptureRule.
 	Capture []CaptureRule
 	// BypassMark is the SO_MARK of sockets that are never redirected: the
-	// agent's own dials (default DefaultBypassMark).
+	// agent's own dials (default DefaultBypassMark). Any process with
+	// CAP_NET_ADMIN can set it; when ExemptPID is set, a marked TCP connect
+	// from any other process still goes direct but is reported
+	// (EventMarkBypass), and the mark no longer hides UDP reports.
 	BypassMark uint32
+	// ExemptPID is the process (thread-group id, as the initial pid
+	// namespace numbers it) whose connections are never redirected nor
+	// reported: the agent itself, so that its own connections (proxy dials,
+	// KMS calls) never loop into its proxy. 0 means none.
+	ExemptPID uint32
 	// PinPath is "" for fail-open (nothing pinned: the programs detach when
 	// the agent exits) or a directory on a bpffs for fail-closed (links and
 	// maps are pinned there and keep redirecting after the agent exits). An

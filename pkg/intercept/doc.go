@@ -8,7 +8,8 @@
 // original destination and the caller's identity ([Origin]); the proxy gets
 // it with [Interceptor.Lookup] from the accepted connection's remote address.
 // Paths the kernel can see but not redirect (UDP, other network namespaces,
-// a full map) arrive as [Event] values through [Interceptor.ReadEvents].
+// device-bound sockets, the bypass mark used by another process, a full
+// map) arrive as [Event] values through [Interceptor.ReadEvents].
 //
 // Open needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN), cgroup v2
 // and Linux 5.14 or newer; its errors match [ErrPermission], [ErrNoCgroupV2],

@@ -211,9 +211,13 @@ func testCgroup(t *testing.T) string {
 // client is a started client process.
 type client struct {
 	cmd    *exec.Cmd
+	stdin  io.WriteCloser // clientSpec.Wait: closing it lets the client go on
 	stdout bytes.Buffer
 	stderr bytes.Buffer
 }
+
+// proceed lets a client started with clientSpec.Wait go on.
+func (c *client) proceed() { c.stdin.Close() }
 
 // asUser runs a client with these credentials instead of root's.
 type asUser struct{ uid, gid uint32 }
@@ -236,6 +240,11 @@ func (e *testEnv) startClient(t *testing.T, cgroup string, spec clientSpec, user
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
 	if user != nil {
 		c.cmd.SysProcAttr.Credential = &syscall.Credential{Uid: user.uid, Gid: user.gid}
+	}
+	if spec.Wait {
+		if c.stdin, err = c.cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := c.cmd.Start(); err != nil {
 		t.Fatalf("start client: %v", err)

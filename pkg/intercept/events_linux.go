@@ -53,10 +53,12 @@ func (i *Interceptor) ReadEvents(ctx context.Context, fn func(Event)) error {
 }
 
 var eventKinds = map[uint8]EventKind{
-	uint8(bpf.InterceptEventKindEVENT_UDP_CONNECT): EventUDPConnect,
-	uint8(bpf.InterceptEventKindEVENT_UDP_SENDMSG): EventUDPSendmsg,
-	uint8(bpf.InterceptEventKindEVENT_OTHER_NETNS): EventOtherNetns,
-	uint8(bpf.InterceptEventKindEVENT_MAP_FULL):    EventMapFull,
+	uint8(bpf.InterceptEventKindEVENT_UDP_CONNECT):  EventUDPConnect,
+	uint8(bpf.InterceptEventKindEVENT_UDP_SENDMSG):  EventUDPSendmsg,
+	uint8(bpf.InterceptEventKindEVENT_OTHER_NETNS):  EventOtherNetns,
+	uint8(bpf.InterceptEventKindEVENT_MAP_FULL):     EventMapFull,
+	uint8(bpf.InterceptEventKindEVENT_MARK_BYPASS):  EventMarkBypass,
+	uint8(bpf.InterceptEventKindEVENT_BOUND_DEVICE): EventBoundDevice,
 }
 
 const (

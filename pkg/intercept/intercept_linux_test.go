@@ -114,12 +114,15 @@ func TestRedirect(t *testing.T) {
 
 // TestBypassMark: a socket with the bypass mark (the agent's own dials)
 // reaches the real destination; the same dial without the mark does not.
+// With ExemptPID set, a marked dial from any other process is reported.
 func TestBypassMark(t *testing.T) {
 	e := env(t)
 	cg := testCgroup(t)
 	proxy := newProxy(t, 0)
 	real := e.listenInNetns(t, e.peer4)
-	ic := open(t, Config{CgroupPath: cg, ProxyPort: proxy.port()})
+	// The test process plays the agent, as the agent passes os.Getpid().
+	ic := open(t, Config{CgroupPath: cg, ProxyPort: proxy.port(), ExemptPID: uint32(os.Getpid())})
+	evs := collectEvents(t, ic)
 
 	c := e.startClient(t, cg, clientSpec{Op: "tcp", Family: 4, Addr: real.addr().String(), Mark: DefaultBypassMark, Payload: "direct"}, nil)
 	conn := real.accept(t, acceptTimeout)
@@ -131,6 +134,24 @@ func TestBypassMark(t *testing.T) {
 	if res.Peer != real.addr().String() || res.Err != "" {
 		t.Errorf("marked client: peer %s, err %q; want %v, no error", res.Peer, res.Err, real.addr())
 	}
+	pid := uint32(c.cmd.Process.Pid)
+	isMarked := func(ev Event) bool { return ev.Kind == EventMarkBypass && ev.Origin.PID == pid }
+	ev := evs.wait(t, "mark.bypass", isMarked)
+	if ev.Proto != "tcp" || ev.Origin.Dst != real.addr() || ev.Origin.SocketCookie != res.Cookie || ev.Origin.Comm != "vigil-client" {
+		t.Errorf("event = %+v; want tcp to %v, cookie %d, comm vigil-client", ev, real.addr(), res.Cookie)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := len(evs.matching(isMarked)); n != 1 {
+		t.Errorf("%d mark.bypass events; want 1", n)
+	}
+
+	// The mark does not hide UDP either.
+	udp := e.startClient(t, cg, clientSpec{Op: "udp", Family: 4, Addr: netip.AddrPortFrom(e.peer4, 5353).String(), Mark: DefaultBypassMark}, nil)
+	if res := udp.wait(t); res.Err != "" {
+		t.Fatalf("marked UDP client: %s", res.Err)
+	}
+	udpPID := uint32(udp.cmd.Process.Pid)
+	evs.wait(t, "udp.sendmsg", func(ev Event) bool { return ev.Kind == EventUDPSendmsg && ev.Origin.PID == udpPID })
 
 	c = e.startClient(t, cg, clientSpec{Op: "tcp", Family: 4, Addr: real.addr().String(), Mark: DefaultBypassMark + 1, Payload: "x"}, nil)
 	conn = proxy.accept(t, acceptTimeout)
@@ -217,15 +238,126 @@ func TestNotCaptured(t *testing.T) {
 
 	t.Run("proxy port", func(t *testing.T) {
 		cg := testCgroup(t)
-		open(t, Config{CgroupPath: cg, ProxyPort: proxy.port()})
-		// A captured address at the proxy port is left alone: the connect
-		// goes to the test host, where nothing listens on that port.
-		res := e.run(t, cg, clientSpec{Op: "tcp", Family: 4, Addr: netip.AddrPortFrom(e.peer4, proxy.port()).String()}, nil)
-		if res.Errno != int(unix.ECONNREFUSED) {
-			t.Errorf("connect to the proxy port of the test host: %q; want connection refused", res.Err)
+		// Loopback and 0.0.0.0 captured too: only the proxy-port rule keeps
+		// the proxy itself from being redirected.
+		rules, err := ParseCapture("0.0.0.0/0,127.0.0.0/8,0.0.0.0/32,::1/128")
+		if err != nil {
+			t.Fatal(err)
 		}
-		proxy.expectNone(t, 50*time.Millisecond)
+		ic := open(t, Config{CgroupPath: cg, ProxyPort: proxy.port(), Capture: rules})
+
+		// Elsewhere the proxy port is an ordinary destination: redirected.
+		dst := netip.AddrPortFrom(e.peer4, proxy.port())
+		c := e.startClient(t, cg, clientSpec{Op: "tcp", Family: 4, Addr: dst.String(), Payload: "x"}, nil)
+		conn := proxy.accept(t, acceptTimeout)
+		if o := lookup(t, ic, conn); o.Dst != dst {
+			t.Errorf("Origin.Dst = %v; want %v", o.Dst, dst)
+		}
+		serveOnce(t, conn, "")
+		c.wait(t)
+
+		// The proxy itself (loopback or unspecified address) is left alone.
+		for _, tt := range []struct {
+			family int
+			addr   netip.Addr
+		}{
+			{4, netip.MustParseAddr("127.0.0.1")},
+			{4, netip.MustParseAddr("0.0.0.0")},
+			{6, netip.MustParseAddr("::1")},
+			{6, netip.MustParseAddr("::ffff:127.0.0.1")},
+		} {
+			dst := netip.AddrPortFrom(tt.addr, proxy.port())
+			c := e.startClient(t, cg, clientSpec{Op: "tcp", Family: tt.family, Addr: dst.String(), Payload: "x"}, nil)
+			conn := proxy.accept(t, acceptTimeout)
+			if o, ok, _ := ic.Lookup(netip.MustParseAddrPort(conn.RemoteAddr().String())); ok {
+				t.Errorf("connect to %v was redirected: Origin %+v", dst, o)
+			}
+			serveOnce(t, conn, "")
+			// (The kernel itself turns 0.0.0.0 into 127.0.0.1.)
+			if res := c.wait(t); res.Err != "" || res.Peer != dst.String() && !tt.addr.IsUnspecified() {
+				t.Errorf("connect to %v: err %q, peer %s", dst, res.Err, res.Peer)
+			}
+		}
+		if st, _ := ic.Stats(); st.Redirected != 1 || st.SkippedNotCaptured != 4 {
+			t.Errorf("Stats: Redirected %d, SkippedNotCaptured %d; want 1, 4", st.Redirected, st.SkippedNotCaptured)
+		}
 	})
+}
+
+// TestExemptPID: connections of Config.ExemptPID (the agent's own) go
+// direct and are not reported; other processes are still redirected.
+func TestExemptPID(t *testing.T) {
+	e := env(t)
+	cg := testCgroup(t)
+	proxy := newProxy(t, 0)
+	real := e.listenInNetns(t, e.peer4)
+
+	// The client plays the agent: started first, it waits until Open knows its pid.
+	agent := e.startClient(t, cg, clientSpec{Op: "tcp", Family: 4, Addr: real.addr().String(), Payload: "mine", Wait: true}, nil)
+	pid := uint32(agent.cmd.Process.Pid)
+	ic := open(t, Config{CgroupPath: cg, ProxyPort: proxy.port(), ExemptPID: pid})
+	evs := collectEvents(t, ic)
+	agent.proceed()
+	if got := serveOnce(t, real.accept(t, acceptTimeout), "ok"); got != "mine" {
+		t.Errorf("destination read %q; want %q", got, "mine")
+	}
+	if res := agent.wait(t); res.Err != "" || res.Peer != real.addr().String() {
+		t.Fatalf("exempt client: err %q, peer %s; want no error, %v", res.Err, res.Peer, real.addr())
+	}
+	proxy.expectNone(t, 50*time.Millisecond)
+
+	c := e.startClient(t, cg, clientSpec{Op: "tcp", Family: 4, Addr: real.addr().String(), Payload: "x"}, nil)
+	conn := proxy.accept(t, acceptTimeout)
+	if o := lookup(t, ic, conn); o.Dst != real.addr() || o.PID == pid {
+		t.Errorf("other client: Origin %+v; want Dst %v, not the exempt pid", o, real.addr())
+	}
+	serveOnce(t, conn, "")
+	c.wait(t)
+	real.expectNone(t, 20*time.Millisecond)
+
+	if m := evs.matching(func(ev Event) bool { return ev.Origin.PID == pid }); len(m) != 0 {
+		t.Errorf("events of the exempt pid: %+v; want none", m)
+	}
+	if st, _ := ic.Stats(); st.SkippedExempt != 1 || st.Redirected != 1 {
+		t.Errorf("Stats: SkippedExempt %d, Redirected %d; want 1, 1", st.SkippedExempt, st.Redirected)
+	}
+}
+
+// TestBoundDevice: a socket bound to a device (SO_BINDTODEVICE) cannot
+// reach loopback: it goes direct, and a bound.device event says so.
+func TestBoundDevice(t *testing.T) {
+	e := env(t)
+	cg := testCgroup(t)
+	proxy := newProxy(t, 0)
+	ic := open(t, Config{CgroupPath: cg, ProxyPort: proxy.port()})
+	evs := collectEvents(t, ic)
+
+	for _, tt := range []struct {
+		name   string
+		family int
+		addr   netip.Addr
+	}{{"v4", 4, e.peer4}, {"v6", 6, e.peer6}} {
+		t.Run(tt.name, func(t *testing.T) {
+			real := e.listenInNetns(t, tt.addr)
+			c := e.startClient(t, cg, clientSpec{Op: "tcp", Family: tt.family, Addr: real.addr().String(), Device: e.hostIf, Payload: "bound"}, nil)
+			if got := serveOnce(t, real.accept(t, acceptTimeout), "ok"); got != "bound" {
+				t.Errorf("destination read %q; want %q", got, "bound")
+			}
+			res := c.wait(t)
+			if res.Err != "" || res.Reply != "ok" || res.Peer != real.addr().String() {
+				t.Fatalf("client: err %q, reply %q, peer %s; want no error, ok, %v", res.Err, res.Reply, res.Peer, real.addr())
+			}
+			pid := uint32(c.cmd.Process.Pid)
+			ev := evs.wait(t, "bound.device", func(ev Event) bool { return ev.Kind == EventBoundDevice && ev.Origin.PID == pid })
+			if ev.Proto != "tcp" || ev.Origin.Dst != real.addr() || ev.Origin.SocketCookie != res.Cookie || ev.Origin.Comm != "vigil-client" {
+				t.Errorf("event = %+v; want tcp to %v, cookie %d, comm vigil-client", ev, real.addr(), res.Cookie)
+			}
+		})
+	}
+	proxy.expectNone(t, 20*time.Millisecond)
+	if st, _ := ic.Stats(); st.BoundDevice != 2 || st.Redirected != 0 || st.Origins != 0 {
+		t.Errorf("Stats = %+v; want BoundDevice 2, nothing redirected or recorded", st)
+	}
 }
 
 // TestUDPReported: UDP is never redirected; sendto with an address and

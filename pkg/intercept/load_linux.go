@@ -35,6 +35,7 @@ func (i *Interceptor) load() error {
 		bpf.InterceptVarCfgProxyPort:   i.cfg.ProxyPort,
 		bpf.InterceptVarCfgBypassMark:  i.cfg.BypassMark,
 		bpf.InterceptVarCfgNetnsCookie: i.netns,
+		bpf.InterceptVarCfgExemptPid:   i.cfg.ExemptPID,
 	}
 	for name, value := range vars {
 		v, ok := spec.Variables[name]

@@ -34,5 +34,7 @@ const (
 	EventUDPSendmsg  EventKind = "udp.sendmsg"  // sendto()/sendmsg() with an address on an unconnected UDP socket
 	EventOtherNetns  EventKind = "netns.bypass" // TCP connect from a network namespace the proxy cannot serve
 	EventMapFull     EventKind = "map.full"     // the kernel could not record a connection (map full): it was let through unrecorded
+	EventMarkBypass  EventKind = "mark.bypass"  // TCP connect with the bypass mark from a process other than Config.ExemptPID: let through
+	EventBoundDevice EventKind = "bound.device" // TCP connect on a device-bound socket (SO_BINDTODEVICE): let through, loopback is out of its reach
 	EventRedirectErr EventKind = "redirect.err" // the redirect could not be applied
 )

@@ -6,15 +6,17 @@ package intercept
 type Stats struct {
 	Origins int // socket cookie -> origin entries (redirected sockets not yet closed)
 	Tuples  int // client address -> origin entries (established, not yet looked up or closed)
-	UDPSeen int // UDP (socket, destination) pairs already reported
+	UDPSeen int // (socket, destination, kind) already reported: UDP, mark.bypass, bound.device
 	Capture int // capture set prefixes
 
 	TCPConnects        uint64 // TCP connect()s seen in the cgroup subtree
 	Redirected         uint64 // TCP connect()s rewritten to the proxy
 	Established        uint64 // redirected connections that reached ESTABLISHED
 	SkippedMark        uint64 // not redirected: the socket had the bypass mark
-	SkippedNotCaptured uint64 // not redirected: destination outside the capture set, or the proxy port
+	SkippedExempt      uint64 // not redirected: the caller was Config.ExemptPID
+	SkippedNotCaptured uint64 // not redirected: destination outside the capture set, or the proxy itself
 	OtherNetns         uint64 // reported, not redirected: another network namespace
+	BoundDevice        uint64 // reported, not redirected: the socket was bound to a device
 	UDPReported        uint64 // UDP connect()/sendmsg() events reported
 	MapFull            uint64 // an origin could not be stored: let through unredirected
 	EventsLost         uint64 // events dropped because the ring buffer was full
