@@ -5,8 +5,14 @@
 package testenv
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"os"
 	"testing"
+
+	"github.com/sigstore/sigstore/pkg/signature"
 )
 
 // RequireEnv is the variable that turns skips into failures.
@@ -26,4 +32,19 @@ func Need(t testing.TB, what, reason string) {
 		t.Fatalf("needs %s: %s (%s=1 turns this skip into a failure)", what, reason, RequireEnv)
 	}
 	t.Skipf("needs %s: %s", what, reason)
+}
+
+// Signer returns a fresh ECDSA P-256 sigstore signer, the default key type,
+// for tests that need a real audit log.
+func Signer(t testing.TB) signature.SignerVerifier {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := signature.LoadSignerVerifier(priv, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sv
 }

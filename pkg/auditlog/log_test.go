@@ -2,10 +2,6 @@ package auditlog
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"fmt"
 	"strconv"
 	"sync"
@@ -13,20 +9,10 @@ import (
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/vigil-ebpf/vigil/internal/testenv"
 )
 
-func testSigner(t testing.TB) signature.SignerVerifier {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := signature.LoadSignerVerifier(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sv
-}
+func testSigner(t testing.TB) signature.SignerVerifier { return testenv.Signer(t) }
 
 func sampleEntry(i int) Entry {
 	return Entry{

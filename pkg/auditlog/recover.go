@@ -409,6 +409,9 @@ func tornTail(path string, off int64) (bool, string, error) {
 	if err != nil {
 		return false, "", fmt.Errorf("auditlog: %w", err)
 	}
+	if st.Size() <= off {
+		return true, "", nil // the file ends before the damaged point: nothing follows
+	}
 	if st.Size()-off > maxTornScan {
 		return false, fmt.Sprintf("%d damaged bytes at the end: too many to be one interrupted write", st.Size()-off), nil
 	}

@@ -85,3 +85,23 @@ func TestRecoveryRespectsCheckpointFile(t *testing.T) {
 		t.Fatalf("Open = %v; want a CorruptError citing the checkpoint file", err)
 	}
 }
+
+// A crash while a segment is being created can leave a file shorter than
+// its preamble: recovery removes it (keeping a copy) rather than failing.
+func TestRecoveryShortSegmentFile(t *testing.T) {
+	sv := testSigner(t)
+	dir := t.TempDir()
+	writeLog(t, dir, sv, 10, Options{})
+	for _, n := range []int{0, 3, preambleLength, preambleLength + 5} {
+		path := dir + "/" + segmentName(1000+uint64(n))
+		writeFile(t, path, []byte(segmentMagic + "\x00\x01\x00\x00\x00\x00\x00")[:n])
+		l, err := Open(context.Background(), dir, Options{Signer: sv})
+		if err != nil {
+			t.Fatalf("Open with a %d-byte last segment = %v", n, err)
+		}
+		l.Close(context.Background())
+		if _, err := os.Stat(path); !os.IsNotExist(err) {
+			t.Errorf("the %d-byte segment was not removed", n)
+		}
+	}
+}

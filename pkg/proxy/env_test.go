@@ -2,10 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"errors"
 	"io"
 	mrand "math/rand/v2"
@@ -57,18 +53,7 @@ func (r *mapResolver) add(client netip.AddrPort, o intercept.Origin) {
 	r.mu.Unlock()
 }
 
-func testSigner(t testing.TB) signature.SignerVerifier {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := signature.LoadSignerVerifier(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sv
-}
+func testSigner(t testing.TB) signature.SignerVerifier { return testenv.Signer(t) }
 
 // env is a proxy serving on loopback with a real audit log in a temp dir.
 type env struct {
