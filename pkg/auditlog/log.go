@@ -149,6 +149,7 @@ type Log struct {
 	stop  chan struct{}
 	done  chan struct{}
 
+	release  sync.Once // releases the directory after the writer ended
 	mu       sync.Mutex
 	closed   bool
 	failErr  error     // set while writes fail
@@ -389,23 +390,26 @@ func (l *Log) AppendSync(ctx context.Context, e Entry) (uint64, error) {
 // checkpoint and releases the directory.
 func (l *Log) Close(ctx context.Context) error {
 	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return nil
-	}
+	first := !l.closed
 	l.closed = true
 	l.mu.Unlock()
-	close(l.stop)
+	if first {
+		close(l.stop)
+	}
+	// A Close that timed out can be repeated: it waits again for the
+	// writer, and only the one that sees it finish releases the directory.
 	select {
 	case <-l.done:
 	case <-ctx.Done():
-		return fmt.Errorf("auditlog: close: %w", ctx.Err())
+		return fmt.Errorf("auditlog: close: the writer is still flushing: %w", ctx.Err())
 	}
 	err := l.w.closeErr
-	if l.gapFile != nil {
-		l.gapFile.Close()
-	}
-	unlockDir(l.lock, err == nil)
+	l.release.Do(func() {
+		if l.gapFile != nil {
+			l.gapFile.Close()
+		}
+		unlockDir(l.lock, err == nil)
+	})
 	return err
 }
 

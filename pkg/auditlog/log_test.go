@@ -131,3 +131,24 @@ func TestSecondWriterRefused(t *testing.T) {
 		t.Fatal("second Open succeeded; want an in-use error")
 	}
 }
+
+// A Close that gave up can be repeated and then reports the real outcome.
+func TestCloseRepeatable(t *testing.T) {
+	ctx := context.Background()
+	l, err := Open(ctx, t.TempDir(), Options{Signer: testSigner(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.AppendSync(ctx, sampleEntry(1)); err != nil {
+		t.Fatal(err)
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	_ = l.Close(done) // may or may not finish in time
+	if err := l.Close(ctx); err != nil {
+		t.Errorf("second Close = %v; want nil once the writer finished", err)
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Errorf("third Close = %v; want nil", err)
+	}
+}
