@@ -54,6 +54,13 @@ else
 	echo "test: clang not found: skipping scripts/check-generate.sh" >&2
 fi
 
+echo "==> go test -race (concurrent packages)"
+# The writer, sequencer, proxy and policy holder are where a data race
+# would lose or misorder audit entries; the race detector runs them again.
+if [ "$#" -eq 0 ]; then
+	go test -race -count=1 -timeout 10m ./pkg/auditlog/ ./pkg/proxy/ ./pkg/policy/ ./agent/ || failed+=("go test -race")
+fi
+
 echo "==> go test ./..."
 go test -count=1 -timeout 25m ./... "$@" || failed+=("go test")
 
