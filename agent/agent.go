@@ -140,7 +140,7 @@ func (a *Agent) startIntercept(ctx context.Context) error {
 	cfg := a.cfg
 	p, err := proxy.New(proxy.Config{
 		Listen:   []string{fmt.Sprintf("127.0.0.1:%d", cfg.ProxyPort), fmt.Sprintf("[::1]:%d", cfg.ProxyPort)},
-		Resolver: resolverFunc(a.lookup),
+		Resolver: proxy.ResolverFunc(a.lookup),
 		Auditor:  a.audit,
 		Decider:  decider{a.policy},
 		DialMark: intercept.DefaultBypassMark,
@@ -170,12 +170,8 @@ func (a *Agent) startIntercept(ctx context.Context) error {
 	return nil
 }
 
-// resolverFunc adapts a function to proxy.Resolver.
-type resolverFunc func(netip.AddrPort) (intercept.Origin, bool, error)
-
-func (f resolverFunc) Lookup(c netip.AddrPort) (intercept.Origin, bool, error) { return f(c) }
-
-// lookup goes through the agent so the interceptor can be swapped on reload.
+// lookup resolves through the agent because the proxy is built before the
+// interceptor exists (it must listen before anything is redirected to it).
 func (a *Agent) lookup(c netip.AddrPort) (intercept.Origin, bool, error) { return a.icpt.Lookup(c) }
 
 // loadKey returns the signer and, when known, the path of its public key.
@@ -326,12 +322,8 @@ func (a *Agent) kernelEvent(ctx context.Context, ev intercept.Event) {
 	o := ev.Origin
 	info := identity.FromPID(o.PID, "")
 	e := auditlog.Entry{
-		Type: auditlog.ConnBypass,
-		Identity: auditlog.Identity{
-			PID: uint64(o.PID), TID: uint64(o.TID), UID: uint64(o.UID), GID: uint64(o.GID), Comm: o.Comm,
-			Exe: info.Exe, Cmdline: info.Cmdline, CgroupPath: info.CgroupPath, CgroupID: o.CgroupID,
-			NetnsCookie: o.NetnsCookie, ContainerID: info.ContainerID, Runtime: info.Runtime,
-		},
+		Type:     auditlog.ConnBypass,
+		Identity: proxy.IdentityOf(o, info),
 		Proto:    ev.Proto,
 		Dst:      addrString(o.Dst),
 		Decision: auditlog.Audit,

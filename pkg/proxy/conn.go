@@ -83,7 +83,7 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn) {
 	}
 
 	info := identity.FromPID(origin.PID, p.cfg.IdentityProcRoot)
-	conn := &Conn{Client: client, Origin: origin, Identity: identityOf(origin, info), Process: info}
+	conn := &Conn{Client: client, Origin: origin, Identity: IdentityOf(origin, info), Process: info}
 	e := auditlog.Entry{
 		Identity: conn.Identity,
 		Proto:    "tcp",
@@ -291,7 +291,9 @@ func dialErrorClass(err error) string {
 }
 
 // identityOf fills an audit identity from the kernel's record and /proc.
-func identityOf(o intercept.Origin, info identity.Info) auditlog.Identity {
+// IdentityOf is the identity recorded for a caller: the kernel's view at
+// connect time (Origin) enriched with what /proc said (info).
+func IdentityOf(o intercept.Origin, info identity.Info) auditlog.Identity {
 	return auditlog.Identity{
 		PID:         uint64(o.PID),
 		TID:         uint64(o.TID),

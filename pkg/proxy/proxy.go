@@ -49,6 +49,12 @@ type Resolver interface {
 	Lookup(client netip.AddrPort) (origin intercept.Origin, found bool, err error)
 }
 
+// ResolverFunc adapts a function to Resolver.
+type ResolverFunc func(client netip.AddrPort) (origin intercept.Origin, found bool, err error)
+
+// Lookup calls f.
+func (f ResolverFunc) Lookup(client netip.AddrPort) (intercept.Origin, bool, error) { return f(client) }
+
 // Auditor appends entries to the audit log; *auditlog.Log is one. The Ack's
 // Wait returns nil only once the entry is durable.
 type Auditor interface {

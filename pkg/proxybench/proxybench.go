@@ -110,7 +110,7 @@ func Measure(ctx context.Context, cfg Config) (res Result, err error) {
 	var icpt *intercept.Interceptor
 	p, err := proxy.New(proxy.Config{
 		Listen:   []string{"127.0.0.1:0"},
-		Resolver: resolver(func(c netip.AddrPort) (intercept.Origin, bool, error) { return icpt.Lookup(c) }),
+		Resolver: proxy.ResolverFunc(func(c netip.AddrPort) (intercept.Origin, bool, error) { return icpt.Lookup(c) }),
 		Auditor:  log,
 		Logger:   cfg.Logger,
 	})
@@ -161,10 +161,6 @@ func Measure(ctx context.Context, cfg Config) (res Result, err error) {
 	res.Audit = AuditCount{Entries: st.NextSeq - 1, Fsyncs: st.Fsyncs}
 	return res, nil
 }
-
-type resolver func(netip.AddrPort) (intercept.Origin, bool, error)
-
-func (f resolver) Lookup(c netip.AddrPort) (intercept.Origin, bool, error) { return f(c) }
 
 // servers are the benchmark's destinations, on loopback.
 type servers struct {
