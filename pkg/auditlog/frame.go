@@ -129,6 +129,16 @@ func parseEntryBody(body []byte) (entryRecord, error) {
 	return r, nil
 }
 
+// decodeEntryBody parses an entry frame body and decodes its entry.
+func decodeEntryBody(body []byte) (entryRecord, Entry, error) {
+	rec, err := parseEntryBody(body)
+	if err != nil {
+		return rec, Entry{}, err
+	}
+	e, err := DecodeEntry(rec.canonical)
+	return rec, e, err
+}
+
 // checkpointRecord is the body of a checkpoint frame: the signed note and,
 // unsigned, the compact Merkle range at that size, which lets recovery resume
 // the tree without rereading every entry (it is checked against the signed

@@ -289,11 +289,7 @@ func (w *writer) replaySegment(sf segmentFile, first bool, baseSize uint64, last
 		end = off + frameOverhead + int64(len(body))
 		switch body[0] {
 		case kindEntry:
-			rec, err := parseEntryBody(body)
-			if err != nil {
-				return res, &CorruptError{Segment: name, Seq: w.chain.next, Reason: err.Error()}
-			}
-			e, err := DecodeEntry(rec.canonical)
+			rec, e, err := decodeEntryBody(body)
 			if err != nil {
 				return res, &CorruptError{Segment: name, Seq: w.chain.next, Reason: err.Error()}
 			}

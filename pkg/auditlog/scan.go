@@ -80,11 +80,7 @@ func scanSegment(ctx context.Context, sf segmentFile, last bool, from uint64, fn
 		if body[0] != kindEntry {
 			continue
 		}
-		rec, err := parseEntryBody(body)
-		if err != nil {
-			return fmt.Errorf("auditlog: %s byte %d: %w", name, off, err)
-		}
-		e, err := DecodeEntry(rec.canonical)
+		rec, e, err := decodeEntryBody(body)
 		if err != nil {
 			return fmt.Errorf("auditlog: %s byte %d: %w", name, off, err)
 		}

@@ -335,11 +335,7 @@ func (vr *verifyRun) segment(ctx context.Context, sf segmentFile, first, last bo
 }
 
 func (vr *verifyRun) entry(body []byte, seg string, off int64) error {
-	rec, err := parseEntryBody(body)
-	if err != nil {
-		return &VerifyError{Kind: Malformed, Seq: vr.chain.next, Segment: seg, Offset: off, Reason: err.Error()}
-	}
-	e, err := DecodeEntry(rec.canonical)
+	rec, e, err := decodeEntryBody(body)
 	if err == nil && !bytes.Equal(e.AppendCanonical(nil), rec.canonical) {
 		err = errors.New("entry is not in canonical form")
 	}
@@ -379,11 +375,7 @@ func (vr *verifyRun) entry(body []byte, seg string, off int64) error {
 // its CRC, is the entry expected next but no longer matches its chain hash;
 // otherwise nil.
 func (vr *verifyRun) changedEntry(body []byte, seg string, off int64) *VerifyError {
-	rec, err := parseEntryBody(body)
-	if err != nil {
-		return nil
-	}
-	e, err := DecodeEntry(rec.canonical)
+	rec, e, err := decodeEntryBody(body)
 	if err != nil || e.Seq != vr.chain.next || ChainHash(vr.chain.prev, rec.canonical) == rec.hash {
 		return nil
 	}
@@ -411,11 +403,7 @@ func findEntry(path string, off int64, seq uint64) (int64, bool) {
 		if body[0] != kindEntry {
 			continue
 		}
-		rec, err := parseEntryBody(body)
-		if err != nil {
-			continue
-		}
-		if e, err := DecodeEntry(rec.canonical); err == nil && e.Seq == seq {
+		if _, e, err := decodeEntryBody(body); err == nil && e.Seq == seq {
 			return at, true
 		}
 	}
