@@ -51,13 +51,15 @@ func (d decider) Decide(_ context.Context, c *proxy.Conn) proxy.Decision {
 		Dst:       c.Origin.Dst,
 		UID:       c.Origin.UID,
 		GID:       c.Origin.GID,
-		User:      userName(c.Origin.UID),
 		Comm:      c.Origin.Comm,
 		Exe:       c.Identity.Exe,
 		Cgroup:    c.Identity.CgroupPath,
 		Container: c.Identity.ContainerID,
 		Namespace: c.Identity.Namespace,
 		Pod:       c.Identity.Pod,
+	}
+	if p.UsesUsers() { // user.LookupId reads /etc/passwd: not on every connection
+		in.User = userName(c.Origin.UID)
 	}
 	dec := p.Decide(in)
 	v := auditlog.Deny

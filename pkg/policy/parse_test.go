@@ -290,3 +290,22 @@ func TestParseAction(t *testing.T) {
 		t.Error("invalid actions encode")
 	}
 }
+
+func TestUsesUsers(t *testing.T) {
+	for _, tt := range []struct {
+		yaml string
+		want bool
+	}{
+		{"apiVersion: vigil.dev/v1\ndefault: allow\n", false},
+		{"apiVersion: vigil.dev/v1\ndefault: allow\nrules:\n  - name: r\n    action: deny\n    match:\n      workload: { uids: [1000] }\n", false},
+		{"apiVersion: vigil.dev/v1\ndefault: allow\nrules:\n  - name: r\n    action: deny\n    match:\n      workload: { users: [app] }\n", true},
+	} {
+		p, err := Parse("p.yaml", []byte(tt.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.UsesUsers(); got != tt.want {
+			t.Errorf("UsesUsers() = %v; want %v for\n%s", got, tt.want, tt.yaml)
+		}
+	}
+}

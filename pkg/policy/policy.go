@@ -133,6 +133,7 @@ type Policy struct {
 	rules    []Rule
 	warnings []Problem
 	names    bool // some rule matches destination names
+	users    bool // some rule matches user names
 	c        compiled
 }
 
@@ -199,6 +200,7 @@ func Parse(name string, data []byte) (*Policy, error) {
 	for _, r := range doc.rules {
 		pol.rules = append(pol.rules, r.Rule)
 		pol.names = pol.names || r.match.str[fNames].on || r.not.str[fNames].on
+		pol.users = pol.users || r.match.str[fUsers].on || r.not.str[fUsers].on
 	}
 	pol.c = compile(doc.rules)
 	return pol, nil
@@ -237,6 +239,11 @@ func (p *Policy) Rule(name string) (Rule, bool) {
 // UsesNames reports whether some rule matches destination names, so that
 // a decision without Input.Name may differ from one with it.
 func (p *Policy) UsesNames() bool { return p.names }
+
+// UsesUsers reports whether some rule matches user names, so that callers
+// resolve a uid to a name (a read of the user database) only when it can
+// matter.
+func (p *Policy) UsesUsers() bool { return p.users }
 
 // Warnings returns what looked wrong in the file without being an error:
 // unreachable rules, rules that match everything, name matchers.
