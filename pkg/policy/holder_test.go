@@ -18,9 +18,15 @@ const (
 	policyBad   = "apiVersion: vigil.dev/v1\ndefault: maybe\n"
 )
 
+// writeFile replaces path atomically, as editors and ConfigMap updates do,
+// so the poller never reads a half-written file: one edit, one report.
 func writeFile(t *testing.T, path, data string) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -534,9 +534,7 @@ func TestPolicyDenyAndReload(t *testing.T) {
 	polPath := filepath.Join(t.TempDir(), "policy.yaml")
 	writePolicy := func(action string) {
 		p := fmt.Sprintf("apiVersion: vigil.dev/v1\ndefault: allow\nrules:\n  - name: no-echo\n    action: %s\n    match:\n      dst: { ports: [\"%d\"] }\n", action, port)
-		if err := os.WriteFile(polPath, []byte(p), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		replaceFile(t, polPath, p)
 	}
 	writePolicy("deny")
 	cg := testCgroup(t)
@@ -554,7 +552,7 @@ func TestPolicyDenyAndReload(t *testing.T) {
 	}
 	writePolicy("allow")
 	waitFor(t, func() bool { return client() == nil })
-	os.WriteFile(polPath, []byte("apiVersion: vigil.dev/v1\ndefault: maybe\n"), 0o600)
+	replaceFile(t, polPath, "apiVersion: vigil.dev/v1\ndefault: maybe\n")
 	waitFor(t, func() bool { return strings.Contains(a.stderr.String(), "policy rejected") })
 	if err := client(); err != nil {
 		t.Errorf("client after a rejected policy edit = %v; want the allow policy still in force", err)
@@ -576,4 +574,16 @@ func TestPolicyDenyAndReload(t *testing.T) {
 		t.Errorf("conn.deny by no-echo: %d (want ≥ 1); policy.load applied: %d (want 2), rejected: %d (want 1)", denies, applied, rejected)
 	}
 	verify(t, a.dataDir)
+}
+
+// replaceFile swaps path's contents atomically, as an editor or a ConfigMap
+// update does, so the agent's watcher never reads half a file.
+func replaceFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path+".tmp", []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
 }
