@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/vigil-ebpf/vigil/pkg/api"
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 	"github.com/vigil-ebpf/vigil/pkg/identity"
 	"github.com/vigil-ebpf/vigil/pkg/intercept"
@@ -52,6 +53,8 @@ type Config struct {
 
 	PolicyPath     string // policy file; "" means DefaultPolicyPath
 	PolicyExplicit bool   // PolicyPath was given: it must exist and be valid
+
+	Socket string // control API unix socket; "" serves no control API
 }
 
 // Agent is a running vigil daemon.
@@ -66,6 +69,8 @@ type Agent struct {
 	policy *policy.Holder
 	// policyFromFile is false while the built-in allow-all is in force.
 	policyFromFile bool
+	api            *api.Server // nil without Config.Socket
+	started        time.Time   // when Run began
 }
 
 // New loads (or, with no key configured, creates) the signing key, opens
@@ -125,8 +130,16 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, audit: audit, keyID: id, pubKey: pubPath,
 		policy: policy.NewHolder(pol), policyFromFile: fromFile}
+	if cfg.Socket != "" {
+		if a.api, err = api.Listen(cfg.Socket, cfg.Logger); err != nil {
+			_ = audit.Close(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("agent: control socket: %w", err)
+		}
+		a.routes(a.api)
+	}
 	if cfg.Intercept {
 		if err := a.startIntercept(ctx); err != nil {
+			a.closeAPI()
 			_ = audit.Close(context.WithoutCancel(ctx))
 			return nil, err
 		}
@@ -216,6 +229,7 @@ func checkKeyMode(path string) error {
 func (a *Agent) Run(ctx context.Context) error {
 	v := version.Get()
 	start := time.Now()
+	a.started = start
 	attrs := map[string]string{
 		"version": v.Version, "commit": v.Commit, "key_id": a.keyID, "pid": strconv.Itoa(os.Getpid()),
 		"intercept": strconv.FormatBool(a.icpt != nil),
@@ -244,6 +258,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.watchPolicy(ctx)
 	}()
+	if a.api != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.api.Serve(ctx); err != nil {
+				a.log.Error("control API stopped", "err", err)
+			}
+		}()
+	}
 	serveErr := make(chan error, 1)
 	if a.icpt != nil {
 		wg.Add(2)
@@ -302,6 +325,7 @@ func (a *Agent) closeIntercept() {
 
 // abort releases everything without recording a stop.
 func (a *Agent) abort(ctx context.Context) {
+	a.closeAPI()
 	if a.icpt != nil {
 		a.closeIntercept()
 		_ = a.proxy.Shutdown(context.WithoutCancel(ctx))

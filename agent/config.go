@@ -24,6 +24,7 @@ type FileConfig struct {
 	PinPath   string   `yaml:"pin_path"`
 	LogLevel  string   `yaml:"log_level"`
 	Policy    string   `yaml:"policy"`
+	Socket    string   `yaml:"socket"`
 }
 
 // LoadFile reads and strictly decodes a configuration file: unknown keys

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-ebpf/vigil/agent"
+	"github.com/vigil-ebpf/vigil/pkg/api"
 	"github.com/vigil-ebpf/vigil/pkg/intercept"
 )
 
@@ -30,6 +31,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "fail-mode", Value: agent.FailOpen, Usage: "open: traffic flows directly if the agent dies; closed: it fails until the agent is back", EnvVars: []string{"VIGIL_FAIL_MODE"}},
 			&cli.StringFlag{Name: "pin-path", Value: agent.DefaultPinPath, Usage: "bpffs directory for fail-closed pins", EnvVars: []string{"VIGIL_PIN_PATH"}},
 			&cli.StringFlag{Name: "policy", Value: agent.DefaultPolicyPath, Usage: "policy file, reloaded on change and SIGHUP (absent default file: allow and record everything)", EnvVars: []string{"VIGIL_POLICY"}},
+			&cli.StringFlag{Name: "socket", Value: api.DefaultSocket, Usage: "control API unix socket (root-only); \"\" disables it", EnvVars: []string{"VIGIL_SOCKET"}},
 			&cli.BoolFlag{Name: "no-intercept", Hidden: true, Usage: "record agent events only, without BPF or proxy (development)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -100,6 +102,7 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 		Logger:     logger(c),
 		Intercept:  !c.Bool("no-intercept"),
 		PolicyPath: str("policy", fc.Policy),
+		Socket:     str("socket", fc.Socket),
 		Debug:      c.String("log-level") == "debug",
 	}
 	cfg.PolicyExplicit = c.IsSet("policy") || fc.Policy != ""

@@ -104,7 +104,7 @@ func TestAgentZeroConfig(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	for round := 0; round < 2; round++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		code, _, errs := vigil(t, ctx, "agent", "--no-intercept", "--data-dir", dir)
+		code, _, errs := vigil(t, ctx, "agent", "--no-intercept", "--data-dir", dir, "--socket", filepath.Join(dir, "vigil.sock"))
 		cancel()
 		if code != 0 {
 			t.Fatalf("agent round %d = %d, %q", round, code, errs)

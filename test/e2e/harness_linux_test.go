@@ -149,6 +149,7 @@ type agentProc struct {
 	cmd     *exec.Cmd
 	dataDir string
 	port    int
+	socket  string // control API socket
 	stderr  *syncBuffer
 	done    chan error
 }
@@ -180,9 +181,16 @@ func startAgent(t *testing.T, cg, dataDir string, port int, extra ...string) *ag
 	if port == 0 {
 		port = freePort(t)
 	}
-	args := append([]string{"agent", "--data-dir", dataDir, "--cgroup", cg, "--proxy-port", strconv.Itoa(port)}, extra...)
+	// A short path of its own: unix socket paths are limited to 108 bytes.
+	sockDir, err := os.MkdirTemp("", "vigil-e2e-sock-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	socket := filepath.Join(sockDir, "vigil.sock")
+	args := append([]string{"agent", "--data-dir", dataDir, "--cgroup", cg, "--proxy-port", strconv.Itoa(port), "--socket", socket}, extra...)
 	cmd := exec.Command(vigilBin, args...)
-	a := &agentProc{t: t, cmd: cmd, dataDir: dataDir, port: port, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	a := &agentProc{t: t, cmd: cmd, dataDir: dataDir, port: port, socket: socket, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = a.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
