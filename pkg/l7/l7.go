@@ -1,0 +1,117 @@
+// Package l7 defines what the proxy needs from a protocol parser
+// (pkg/l7/<proto>): message boundaries in each direction, the requests worth
+// auditing, and the protocol's own way of refusing one.
+//
+// The proxy owns the bytes; a parser only looks at them. For each direction
+// the proxy keeps a buffer of bytes not yet forwarded, calls Parse with all of
+// it, forwards (or, for a denied request, drops and answers with Deny) the
+// messages Parse returns, and keeps the rest for the next call. Parsers are
+// therefore never on the path of bytes they do not understand: on an error
+// the proxy stops parsing that connection, records why, and relays the rest
+// as plain TCP.
+package l7
+
+import (
+	"errors"
+	"time"
+)
+
+// Dir is the direction bytes travel.
+type Dir uint8
+
+const (
+	FromClient Dir = iota // client to server
+	FromServer            // server to client
+)
+
+func (d Dir) String() string {
+	if d == FromServer {
+		return "server"
+	}
+	return "client"
+}
+
+// MaxBuffer caps the bytes a parser may ask the proxy to hold for one
+// unfinished message. A parser that cannot make progress within it returns
+// ErrTooLarge, and the proxy falls back to plain TCP for that connection.
+const MaxBuffer = 64 << 10
+
+// ErrTooLarge means a message header or request text exceeds MaxBuffer.
+var ErrTooLarge = errors.New("l7: message exceeds the parse buffer")
+
+// ErrProtocol means the bytes do not follow the protocol (garbage, or a
+// protocol the detector guessed wrong).
+var ErrProtocol = errors.New("l7: protocol violation")
+
+// Message is one unit of the byte stream, in order. Len bytes starting at
+// the beginning of what Parse was given belong to it. A large body may be
+// returned as several Messages with no Request, so the proxy never buffers
+// more than MaxBuffer.
+type Message struct {
+	Len      int
+	Request  *Request  // set on the client message that carries a request
+	Response *Response // set on the server message that completes one
+}
+
+// Request is one auditable thing the client asked for.
+type Request struct {
+	Protocol string // "postgres", "mysql", "redis", "http", "tls"
+	// Kind classifies the request within its protocol: for SQL the
+	// statement kind ("SELECT", "DROP", ...), for Redis the command name in
+	// upper case, for HTTP the method, for TLS "client_hello".
+	Kind string
+	// Text is the statement, command or request line as it will be
+	// logged: SQL text (literals masked when Redact), Redis command and key
+	// (values masked), "GET /path". Bounded to MaxText bytes.
+	Text string
+	// Target is what the request addresses, when the protocol says: the
+	// database, Redis key, HTTP host, TLS server name.
+	Target string
+	// Attrs holds protocol details (user, database, application_name,
+	// alpn, sql_where=false, ...), all strings, for the audit entry.
+	Attrs map[string]string
+}
+
+// Response completes the oldest outstanding request of the connection.
+type Response struct {
+	Status string // "ok", "error", an HTTP status code, ...
+	Error  string // the server's error message, if any (bounded)
+	Bytes  int64  // response payload bytes, when the protocol says
+	Time   time.Time
+}
+
+// MaxText bounds Request.Text and Response.Error.
+const MaxText = 4096
+
+// Options configure a parser.
+type Options struct {
+	// Redact masks literals (SQL), values (Redis) and query strings (HTTP)
+	// before they reach Request.Text. Default true via DefaultOptions.
+	Redact bool
+}
+
+// DefaultOptions are what the agent uses unless the policy says otherwise.
+func DefaultOptions() Options { return Options{Redact: true} }
+
+// Parser follows one connection. It is used by one goroutine per direction
+// at most one call at a time per direction; implementations keep the state of
+// each direction apart and guard state shared between directions.
+type Parser interface {
+	// Parse consumes a prefix of p, which holds every byte of direction d
+	// not consumed before, and returns the complete messages in that
+	// prefix. Bytes after the last message are an unfinished message: the
+	// proxy passes them again, with more appended, on the next call. If
+	// len(p) reaches MaxBuffer and no message fits, Parse returns
+	// ErrTooLarge.
+	Parse(d Dir, p []byte) ([]Message, error)
+	// Deny returns the bytes to send the client in place of the server's
+	// answer to req, in the protocol's own error form (a Postgres
+	// ErrorResponse + ReadyForQuery, a MySQL ERR packet, a Redis -ERR, an
+	// HTTP 403). It returns nil if the protocol has no way to refuse one
+	// request and keep the connection; the proxy then closes it.
+	Deny(req *Request, reason string) []byte
+	// Encrypted reports that the session switched to TLS after the
+	// protocol's upgrade (Postgres SSLRequest, ...): from then on Parse
+	// returns whole buffers as opaque messages.
+	Encrypted() bool
+}
