@@ -128,6 +128,7 @@ type Rule struct {
 type Policy struct {
 	file     string
 	sha      string
+	src      []byte // the file's bytes, as hashed
 	version  string
 	def      Decision
 	rules    []Rule
@@ -190,6 +191,7 @@ func Parse(name string, data []byte) (*Policy, error) {
 	pol := &Policy{
 		file:     name,
 		sha:      hex.EncodeToString(sum[:]),
+		src:      slices.Clone(data),
 		version:  doc.apiVersion,
 		def:      Decision{Action: doc.def, Rule: DefaultRule},
 		warnings: p.probs,
@@ -216,6 +218,10 @@ func (p *Policy) File() string { return p.file }
 // SHA256 returns the hex SHA-256 of the file's bytes, which identifies the
 // policy in the audit log.
 func (p *Policy) SHA256() string { return p.sha }
+
+// Source returns the exact bytes the policy was parsed from (their
+// SHA-256 is SHA256), so that what is in force can be shown as written.
+func (p *Policy) Source() []byte { return slices.Clone(p.src) }
 
 // Version returns the file's apiVersion (APIVersion).
 func (p *Policy) Version() string { return p.version }
