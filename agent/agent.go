@@ -71,6 +71,7 @@ type Agent struct {
 	policyFromFile bool
 	api            *api.Server // nil without Config.Socket
 	started        time.Time   // when Run began
+	status         statusState // what GET /v1/status reports beyond the parts' own counters
 }
 
 // New loads (or, with no key configured, creates) the signing key, opens
@@ -258,6 +259,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.watchPolicy(ctx)
 	}()
+	a.startStatus(start)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.sampleRates(ctx)
+	}()
 	if a.api != nil {
 		wg.Add(1)
 		go func() {
@@ -276,8 +283,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 		go func() {
 			defer wg.Done()
-			if err := a.icpt.ReadEvents(ctx, func(ev intercept.Event) { a.kernelEvent(ctx, ev) }); err != nil {
+			err := a.icpt.ReadEvents(ctx, func(ev intercept.Event) { a.kernelEvent(ctx, ev) })
+			if err != nil {
 				a.log.Error("kernel event reader stopped", "err", err)
+			}
+			if ctx.Err() == nil {
+				noteStopped(&a.status.readerErr, err)
 			}
 		}()
 	}
@@ -288,6 +299,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-serveErr:
 		a.log.Error("proxy stopped", "err", runErr)
+		noteStopped(&a.status.proxyErr, runErr)
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), drainTimeout+20*time.Second)
 	defer cancel()
@@ -391,6 +403,7 @@ func (a *Agent) Reload(ctx context.Context, cfg Config) error {
 	}
 	if err == nil {
 		a.cfg.Capture = cfg.Capture
+		a.status.setCapture(attrs["capture"])
 		attrs["result"] = "applied"
 		a.log.Info("configuration reloaded", "capture", attrs["capture"])
 	} else {

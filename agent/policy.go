@@ -100,6 +100,9 @@ func (a *Agent) recordPolicy(ctx context.Context, path string, p *policy.Policy,
 		attrs["default"] = p.Default().Action.String()
 		a.log.Info("policy applied", "file", path, "sha256", p.SHA256(), "rules", len(p.Rules()))
 	}
+	if err == nil {
+		a.notePolicy(p)
+	}
 	if _, aerr := a.audit.Append(ctx, auditlog.Entry{Type: auditlog.PolicyLoad, Attrs: attrs}); aerr != nil {
 		a.log.Error("cannot record policy.load", "err", aerr)
 	}
@@ -119,13 +122,18 @@ func (a *Agent) watchPolicy(ctx context.Context) {
 }
 
 // ReloadPolicy re-reads the policy file now (SIGHUP).
-func (a *Agent) ReloadPolicy(ctx context.Context) {
+func (a *Agent) ReloadPolicy(ctx context.Context) { _, _ = a.reloadPolicy(ctx) }
+
+// reloadPolicy is ReloadPolicy reporting whether there was a file to read
+// and, if it was not applied, why.
+func (a *Agent) reloadPolicy(ctx context.Context) (read bool, err error) {
 	if a.cfg.PolicyPath == "" {
-		return
+		return false, nil
 	}
 	if _, err := os.Stat(a.cfg.PolicyPath); err != nil && !a.cfg.PolicyExplicit {
-		return
+		return false, nil
 	}
 	_, next, err := a.policy.Reload(a.cfg.PolicyPath)
 	a.recordPolicy(ctx, a.cfg.PolicyPath, next, err)
+	return true, err
 }
