@@ -1,24 +1,32 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"net/netip"
+	"time"
 
 	"github.com/urfave/cli/v2"
+	"github.com/vigil-ebpf/vigil/agent"
+	"github.com/vigil-ebpf/vigil/pkg/api"
 	"github.com/vigil-ebpf/vigil/pkg/policy"
 )
 
 func policyCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "policy",
-		Usage: "check a policy file, or try a connection against it",
+		Usage: "check or try a policy file; show or reload the one the agent enforces",
 		Subcommands: []*cli.Command{
 			policyCheckCommand(),
 			policyTestCommand(),
+			policyShowCommand(),
+			policyReloadCommand(),
 		},
 	}
 }
@@ -212,4 +220,91 @@ func testInput(c *cli.Context) (policy.Input, error) {
 		in.Labels[k] = v
 	}
 	return in, nil
+}
+
+func policyShowCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "show",
+		Usage: "print the policy the running agent enforces, byte for byte",
+		Description: "Writes the policy file exactly as the agent loaded it to stdout, and its source,\n" +
+			"SHA-256 and load time to stderr, so `vigil policy show > p.yaml` saves a copy with that\n" +
+			"hash. --hash prints only the SHA-256. Exit status 0 on success, 1 when the agent is\n" +
+			"not running, 2 for usage errors, 3 when it cannot ask.",
+		Flags: []cli.Flag{
+			controlSocketFlag(),
+			&cli.BoolFlag{Name: "hash", Usage: "print only the policy's SHA-256"},
+			outputFlag("text"),
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Len() > 0 {
+				return usagef("policy show takes no arguments (got %q): it shows what the agent enforces; read a file with cat", c.Args().First())
+			}
+			var p agent.PolicyResponse
+			if err := api.NewClient(c.String("socket")).Get(c.Context, api.Prefix+"/policy", nil, &p); err != nil {
+				return agentUnreachable(c, err)
+			}
+			if sum := sha256.Sum256(p.Source); hex.EncodeToString(sum[:]) != p.SHA256 {
+				return fmt.Errorf("the agent sent a policy whose SHA-256 is %x, not the %s it reports", sum, p.SHA256)
+			}
+			w := c.App.Writer
+			switch {
+			case c.String("output") == "json":
+				return json.NewEncoder(w).Encode(p)
+			case c.Bool("hash"):
+				fmt.Fprintln(w, p.SHA256)
+				return nil
+			}
+			src := p.File
+			if p.Builtin {
+				src = "built-in allow-all (no policy file)"
+			}
+			fmt.Fprintf(c.App.ErrWriter, "# %s\n# sha256 %s, loaded %s\n", src, p.SHA256, p.LoadedAt.Local().Format(time.RFC3339))
+			_, err := w.Write(p.Source)
+			return err
+		},
+	}
+}
+
+func policyReloadCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "reload",
+		Usage: "make the running agent re-read its policy file now (as SIGHUP does)",
+		Description: "The file is validated first: a bad one changes nothing, its problems are printed\n" +
+			"and the agent keeps enforcing the policy it had. Exit status 0 when the file was\n" +
+			"applied (or there is no file and the built-in policy stays), 1 when it was rejected\n" +
+			"or the agent is not running, 2 for usage errors, 3 when it cannot ask.",
+		Flags: []cli.Flag{
+			controlSocketFlag(),
+			outputFlag("text"),
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Len() > 0 {
+				return usagef("policy reload takes no arguments: the agent re-reads the file it was started with")
+			}
+			var r agent.ReloadResponse
+			err := api.NewClient(c.String("socket")).Post(c.Context, api.Prefix+"/policy/reload", nil, &r)
+			var se *api.StatusError
+			if errors.As(err, &se) && se.Code == http.StatusUnprocessableEntity {
+				fmt.Fprintln(c.App.ErrWriter, se.Message)
+				fmt.Fprintln(c.App.ErrWriter, "vigil: policy rejected: the agent keeps enforcing the policy it had (vigil policy show); fix the file (vigil policy check FILE) and reload")
+				return failedError{"policy rejected"}
+			}
+			if err != nil {
+				return agentUnreachable(c, err)
+			}
+			if c.String("output") == "json" {
+				return json.NewEncoder(c.App.Writer).Encode(r)
+			}
+			p := r.Policy
+			switch {
+			case r.Result == "none":
+				fmt.Fprintf(c.App.Writer, "no policy file: the built-in allow-all stays (sha256 %s)\n", p.SHA256)
+			case r.Changed:
+				fmt.Fprintf(c.App.Writer, "applied %s: %d rules, default %s, sha256 %s\n", p.File, p.Rules, p.Default, p.SHA256)
+			default:
+				fmt.Fprintf(c.App.Writer, "applied %s (unchanged): %d rules, default %s, sha256 %s\n", p.File, p.Rules, p.Default, p.SHA256)
+			}
+			return nil
+		},
+	}
 }
