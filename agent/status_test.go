@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -300,5 +301,43 @@ func TestRates(t *testing.T) {
 	// accepts in 62.5s.
 	if ap != 20 || ac != 2 {
 		t.Errorf("rates = %v appends/s, %v accepted/s; want 20, 2", ap, ac)
+	}
+}
+
+// TestSlowClients: clients that stall mid-request or never read their
+// answer hold nothing that others need.
+func TestSlowClients(t *testing.T) {
+	polFile := filepath.Join(t.TempDir(), "policy.yaml")
+	// A large file, so that an unread answer fills the socket buffer.
+	big := testPolicy + strings.Repeat("# padding to make the answer larger than a socket buffer\n", 20000)
+	writePolicy(t, polFile, big)
+	a, c := runAgent(t, Config{PolicyPath: polFile, PolicyExplicit: true})
+	for _, req := range []string{
+		"GET /v1/status HTTP/1.1\r\nHost: vigil\r\n",             // headers never finished
+		"GET /v1/policy HTTP/1.1\r\nHost: vigil\r\n\r\n",         // answer never read
+		"POST /v1/policy/reload HTTP/1.1\r\nHost: vigil\r\n\r\n", // answer never read
+	} {
+		conn, err := net.Dial("unix", a.cfg.Socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var rr ReloadResponse
+	if err := c.Post(ctx, api.Prefix+"/policy/reload", nil, &rr); err != nil || rr.Policy.SHA256 != sha(big) {
+		t.Errorf("reload while other clients stall = %+v, %v", rr, err)
+	}
+	var s StatusResponse
+	if err := c.Get(ctx, api.Prefix+"/status", nil, &s); err != nil || !s.Healthy {
+		t.Errorf("status while other clients stall = %v, %v", s.Healthy, err)
+	}
+	var p PolicyResponse
+	if err := c.Get(ctx, api.Prefix+"/policy", nil, &p); err != nil || len(p.Source) != len(big) {
+		t.Errorf("policy while other clients stall = %d bytes, %v", len(p.Source), err)
 	}
 }
