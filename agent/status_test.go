@@ -341,3 +341,40 @@ func TestSlowClients(t *testing.T) {
 		t.Errorf("policy while other clients stall = %d bytes, %v", len(p.Source), err)
 	}
 }
+
+// BenchmarkStatusRoute measures GET /v1/status against GET /v1/version,
+// the cheapest route, over the same socket in the same run.
+func BenchmarkStatusRoute(b *testing.B) {
+	dir := b.TempDir()
+	cfg := Config{DataDir: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "vigil.sock"), PolicyPath: filepath.Join(dir, "none.yaml")}
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := New(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	c := api.NewClient(cfg.Socket)
+	for i := 0; c.Get(ctx, api.Prefix+"/version", nil, new(VersionResponse)) != nil; i++ {
+		if i == 250 {
+			b.Fatal("control API did not answer")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	measure := func(route string, out any) time.Duration {
+		start := time.Now()
+		for range b.N {
+			if err := c.Get(ctx, route, nil, out); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return time.Since(start)
+	}
+	b.ResetTimer()
+	base := measure(api.Prefix+"/version", new(VersionResponse))
+	st := measure(api.Prefix+"/status", new(StatusResponse))
+	b.ReportMetric(float64(base.Microseconds())/float64(b.N), "version-µs/op")
+	b.ReportMetric(float64(st.Microseconds())/float64(b.N), "status-µs/op")
+	b.ReportMetric(float64(st)/float64(base), "status/version")
+}
