@@ -46,10 +46,10 @@ type clientResult struct {
 	Local   string // getsockname after connect
 	Peer    string // getpeername after connect
 	Reply   string
-	Errno   int    // of the failed step, if any
-	Err     string // failed step and error
-	IsPerm  bool   // "open": errors.Is(err, ErrPermission)
-	Skipped string // the operation is not available here, and why
+	Errno   int         // of the failed step, if any
+	Err     string      // failed step and error
+	IsPerm  bool        // "open": errors.Is(err, ErrPermission)
+	Skipped string      // the operation is not available here, and why
 	Errnos  map[int]int // "tally": connect() results, errno (0 for success) -> count
 }
 
