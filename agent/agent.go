@@ -71,6 +71,9 @@ type Agent struct {
 	policyFromFile bool
 	api            *api.Server // nil without Config.Socket
 	started        time.Time   // when Run began
+
+	// kpol remembers the deny tables loaded into the kernel, by generation.
+	kpol kernelPolicy
 }
 
 // New loads (or, with no key configured, creates) the signing key, opens
@@ -247,10 +250,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.abort(ctx)
 		return fmt.Errorf("agent: record start: %w", err)
 	}
+	kernel := a.applyKernelPolicy()
 	if a.policyFromFile {
-		a.recordPolicy(ctx, a.cfg.PolicyPath, a.policy.Current(), nil)
+		a.recordPolicy(ctx, a.cfg.PolicyPath, a.policy.Current(), nil, kernel)
 	} else {
-		a.recordPolicy(ctx, "", nil, nil)
+		a.recordPolicy(ctx, "", nil, nil, kernel)
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -343,6 +347,10 @@ func (a *Agent) Close(ctx context.Context) error {
 // proxy. It never blocks the ring buffer reader for long: Append only
 // queues, and a full queue is the log's backpressure.
 func (a *Agent) kernelEvent(ctx context.Context, ev intercept.Event) {
+	if ev.Kind == intercept.EventKernelDeny {
+		a.kernelDeny(ctx, ev)
+		return
+	}
 	o := ev.Origin
 	info := identity.FromPID(o.PID, "")
 	e := auditlog.Entry{
