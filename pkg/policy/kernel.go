@@ -109,6 +109,12 @@ func (p *Policy) Kernel(maxSegments, maxEntries int) KernelTable {
 			}
 		}
 	}
+	// Entries like their parent are left out below, but each prefix costs
+	// a pass over the rules: give up early rather than spend that work on
+	// a table that may not fit.
+	if maxEntries > 0 && len(prefixes) > maxEntries {
+		return KernelTable{Truncated: fmt.Sprintf("the policy names %d prefixes, more than %d", len(prefixes), maxEntries)}
+	}
 	// Shorter prefixes first, so that an entry's parent is done before it.
 	order := slices.SortedFunc(func(yield func(netip.Prefix) bool) {
 		for pfx := range prefixes {
