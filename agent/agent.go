@@ -72,6 +72,9 @@ type Agent struct {
 	api            *api.Server // nil without Config.Socket
 	started        time.Time   // when Run began
 	status         statusState // what GET /v1/status reports beyond the parts' own counters
+
+	// kpol remembers the deny tables loaded into the kernel, by generation.
+	kpol kernelPolicy
 }
 
 // New loads (or, with no key configured, creates) the signing key, opens
@@ -248,10 +251,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.abort(ctx)
 		return fmt.Errorf("agent: record start: %w", err)
 	}
+	kernel := a.applyKernelPolicy()
 	if a.policyFromFile {
-		a.recordPolicy(ctx, a.cfg.PolicyPath, a.policy.Current(), nil)
+		a.recordPolicy(ctx, a.cfg.PolicyPath, a.policy.Current(), nil, kernel)
 	} else {
-		a.recordPolicy(ctx, "", nil, nil)
+		a.recordPolicy(ctx, "", nil, nil, kernel)
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -355,6 +359,10 @@ func (a *Agent) Close(ctx context.Context) error {
 // proxy. It never blocks the ring buffer reader for long: Append only
 // queues, and a full queue is the log's backpressure.
 func (a *Agent) kernelEvent(ctx context.Context, ev intercept.Event) {
+	if ev.Kind == intercept.EventKernelDeny {
+		a.kernelDeny(ctx, ev)
+		return
+	}
 	o := ev.Origin
 	info := identity.FromPID(o.PID, "")
 	e := auditlog.Entry{

@@ -2,14 +2,21 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/user"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
+	"github.com/vigil-ebpf/vigil/pkg/identity"
+	"github.com/vigil-ebpf/vigil/pkg/intercept"
 	"github.com/vigil-ebpf/vigil/pkg/policy"
 	"github.com/vigil-ebpf/vigil/pkg/proxy"
 )
@@ -83,8 +90,10 @@ func userName(uid uint32) string {
 
 // recordPolicy appends a policy.load entry: which file, its hash and rule
 // count when it applied, or why it did not.
-func (a *Agent) recordPolicy(ctx context.Context, path string, p *policy.Policy, err error) {
+// kernel holds what applyKernelPolicy reported, if anything.
+func (a *Agent) recordPolicy(ctx context.Context, path string, p *policy.Policy, err error, kernel map[string]string) {
 	attrs := map[string]string{"file": path}
+	maps.Copy(attrs, kernel)
 	switch {
 	case err != nil:
 		attrs["result"] = "rejected"
@@ -117,7 +126,11 @@ func (a *Agent) watchPolicy(ctx context.Context) {
 		if err != nil && !a.cfg.PolicyExplicit && errors.Is(err, fs.ErrNotExist) {
 			return // no file at the default path: the built-in policy stays
 		}
-		a.recordPolicy(ctx, a.cfg.PolicyPath, next, err)
+		var kernel map[string]string
+		if err == nil {
+			kernel = a.applyKernelPolicy()
+		}
+		a.recordPolicy(ctx, a.cfg.PolicyPath, next, err, kernel)
 	})
 }
 
@@ -134,6 +147,152 @@ func (a *Agent) reloadPolicy(ctx context.Context) (read bool, err error) {
 		return false, nil
 	}
 	_, next, err := a.policy.Reload(a.cfg.PolicyPath)
-	a.recordPolicy(ctx, a.cfg.PolicyPath, next, err)
+	var kernel map[string]string
+	if err == nil {
+		kernel = a.applyKernelPolicy()
+	}
+	a.recordPolicy(ctx, a.cfg.PolicyPath, next, err, kernel)
 	return true, err
+}
+
+// kernelGenerations is how many recent deny tables the agent remembers,
+// to name the rule of a kernel deny reported after a reload.
+const kernelGenerations = 16
+
+// kernelPolicy remembers which policy each deny table in the kernel came
+// from: a deny event names its table by generation and its rule by index.
+type kernelPolicy struct {
+	mu   sync.Mutex
+	next uint32                    // generation of the next table
+	gens map[uint32]*policy.Policy // the last kernelGenerations tables
+
+	applyMu   sync.Mutex        // serializes applyKernelPolicy
+	applied   *policy.Policy    // the policy whose table is in the kernel
+	lastAttrs map[string]string // what applying it reported
+}
+
+// register returns the generation for a table compiled from p.
+// Generations start at a random value, so that events left in a pinned
+// ring buffer by an earlier agent are unlikely to name one of ours.
+func (k *kernelPolicy) register(p *policy.Policy) uint32 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.gens == nil {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		k.next = binary.LittleEndian.Uint32(b[:])
+		k.gens = make(map[uint32]*policy.Policy)
+	}
+	gen := k.next
+	k.next++
+	k.gens[gen] = p
+	delete(k.gens, gen-kernelGenerations)
+	return gen
+}
+
+// lookup returns the policy of generation gen, or nil.
+func (k *kernelPolicy) lookup(gen uint32) *policy.Policy {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.gens[gen]
+}
+
+// denyTable converts the kernel part of a policy into the form the
+// interceptor loads.
+func denyTable(gen uint32, kt policy.KernelTable) intercept.DenyTable {
+	t := intercept.DenyTable{Generation: gen, Entries: make([]intercept.DenyEntry, len(kt.Entries))}
+	for i, e := range kt.Entries {
+		segs := make([]intercept.DenySegment, len(e.Segments))
+		for j, s := range e.Segments {
+			rule := intercept.DenyRuleDefault
+			if s.Rule >= 0 {
+				rule = uint32(s.Rule)
+			}
+			segs[j] = intercept.DenySegment{PortLow: s.PortLow, PortHigh: s.PortHigh, UIDLow: s.UIDLow, UIDHigh: s.UIDHigh,
+				GIDLow: s.GIDLow, GIDHigh: s.GIDHigh, Deny: s.Deny, Rule: rule, Errno: s.Errno}
+		}
+		t.Entries[i] = intercept.DenyEntry{Prefix: e.Prefix, Segments: segs}
+	}
+	return t
+}
+
+// applyKernelPolicy loads the kernel-enforceable denies of the policy in
+// force (see docs/POLICY.md) and returns attributes for the policy.load
+// entry. It reads the policy in force rather than taking one, so that two
+// reloads racing (file watch and SIGHUP) always leave the kernel with the
+// table of the last policy swapped in. If the table cannot be loaded, the
+// kernel denies nothing and every connection is decided in userspace, so
+// that no connection is refused by an old table the new policy would
+// allow.
+func (a *Agent) applyKernelPolicy() map[string]string {
+	if a.icpt == nil {
+		return nil
+	}
+	k := &a.kpol
+	k.applyMu.Lock()
+	defer k.applyMu.Unlock()
+	p := a.policy.Current()
+	if p == k.applied {
+		return maps.Clone(k.lastAttrs)
+	}
+	k.applied, k.lastAttrs = p, nil
+	kt := p.Kernel(intercept.MaxDenySegments, intercept.MaxDenyEntries)
+	gen := a.kpol.register(p)
+	attrs := map[string]string{"kernel_generation": strconv.FormatUint(uint64(gen), 10),
+		"kernel_prefixes": strconv.Itoa(len(kt.Entries))}
+	if kt.Truncated != "" {
+		attrs["kernel_truncated"] = kt.Truncated
+		a.log.Warn("policy: part of the kernel deny table is left to the proxy", "reason", kt.Truncated)
+	}
+	if err := a.icpt.SetDeny(denyTable(gen, kt)); err != nil {
+		a.log.Error("cannot load the kernel deny table; every connection is decided by the proxy", "err", err)
+		attrs["kernel_error"] = err.Error()
+		attrs["kernel_prefixes"] = "0"
+		if cerr := a.icpt.SetDeny(intercept.DenyTable{}); cerr != nil {
+			a.log.Error("cannot clear the kernel deny table", "err", cerr)
+		}
+	}
+	k.lastAttrs = attrs
+	return maps.Clone(attrs)
+}
+
+// kernelDeny records a connection the kernel refused as a conn.deny entry
+// naming the rule, from the policy whose table decided it.
+func (a *Agent) kernelDeny(ctx context.Context, ev intercept.Event) {
+	o := ev.Origin
+	info := identity.FromPID(o.PID, "")
+	attrs := map[string]string{"path": "kernel", "kernel_generation": strconv.FormatUint(uint64(ev.Generation), 10)}
+	if name := policy.ErrnoName(ev.Errno); name != "" {
+		attrs["errno"] = name
+	} else {
+		attrs["errno"] = strconv.Itoa(int(ev.Errno))
+	}
+	rule := int(ev.Rule)
+	if ev.Rule == intercept.DenyRuleDefault {
+		rule = -1
+	}
+	name := fmt.Sprintf("rules[%d]", rule)
+	if p := a.kpol.lookup(ev.Generation); p != nil {
+		attrs["policy_sha256"] = p.SHA256()
+		if n := p.RuleName(rule); n != "" {
+			name = n
+		}
+	} else if rule == -1 {
+		name = policy.DefaultRule
+	}
+	e := auditlog.Entry{
+		Type:     auditlog.ConnDeny,
+		Identity: proxy.IdentityOf(o, info),
+		Proto:    "tcp",
+		Dst:      addrString(o.Dst),
+		Decision: auditlog.Deny,
+		Rule:     name,
+		Attrs:    attrs,
+	}
+	if ev.Src.IsValid() {
+		e.Src = ev.Src.String()
+	}
+	if _, err := a.audit.Append(ctx, e); err != nil && ctx.Err() == nil {
+		a.log.Error("cannot record kernel deny", "rule", name, "err", err)
+	}
 }

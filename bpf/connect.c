@@ -12,6 +12,9 @@
  *     or unspecified address), the socket carries the bypass mark (reported
  *     unless the caller is exempt), lives in another network namespace or
  *     is bound to a device (both reported, not redirected).
+ *     A TCP connect() that would be redirected is first looked up in the
+ *     deny table (vigil_deny): a deny there fails connect() with the
+ *     table's errno and is reported, and the proxy never sees it.
  *     UDP: report once per (socket, destination); never redirected.
  *   cgroup/getpeername4, cgroup/getpeername6
  *     A redirected socket's peer is its original destination.
@@ -19,7 +22,8 @@
  *     UDP sendto()/sendmsg() with an address: report once per (socket,
  *     destination); never redirected.
  *
- * Every program returns 1: nothing here ever refuses a connection.
+ * Every program returns 1, except a connect hook refusing a connection
+ * the deny table denies (0, with the errno set by bpf_set_retval).
  */
 
 #define LOOPBACK_V4 0x7f000001 /* 127.0.0.1 */
@@ -133,15 +137,19 @@ static __always_inline void fill_origin(struct origin *o, struct bpf_sock_addr *
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
 }
 
-/* emit sends an event to userspace; a full ring buffer is counted, never fatal. */
-static __always_inline void emit(__u8 kind, __u8 proto, const struct origin *o, struct bpf_sock *sk)
+/*
+ * event_new reserves a ring buffer event and fills in what every kind
+ * carries; the caller submits it. NULL when the ring buffer is full
+ * (counted, never fatal).
+ */
+static __always_inline struct event *event_new(__u8 kind, __u8 proto, const struct origin *o, struct bpf_sock *sk)
 {
 	struct event *e;
 
 	e = bpf_ringbuf_reserve(&vigil_events, sizeof(*e), 0);
 	if (!e) {
 		count(STAT_EVENTS_LOST);
-		return;
+		return NULL;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	__builtin_memcpy(&e->origin, o, sizeof(*o));
@@ -160,7 +168,16 @@ static __always_inline void emit(__u8 kind, __u8 proto, const struct origin *o, 
 			e->src_addr[3] = sk->src_ip6[3];
 		}
 	}
-	bpf_ringbuf_submit(e, 0);
+	return e;
+}
+
+/* emit sends an event to userspace. */
+static __always_inline void emit(__u8 kind, __u8 proto, const struct origin *o, struct bpf_sock *sk)
+{
+	struct event *e = event_new(kind, proto, o, sk);
+
+	if (e)
+		bpf_ringbuf_submit(e, 0);
 }
 
 /* first_report reports whether (socket, d, kind) has not been reported yet, and marks it reported. */
@@ -214,8 +231,63 @@ static __always_inline void report_udp(struct bpf_sock_addr *ctx, const struct d
 }
 
 /*
+ * kernel_deny looks the connection up in the deny table in force. On a
+ * deny it sets connect()'s errno, reports the connection (rule index and
+ * table generation included) and returns 1; the caller returns 0.
+ */
+static __always_inline int kernel_deny(const struct dst *d, const struct origin *o, struct bpf_sock *sk)
+{
+	struct capture_key key;
+	struct deny_val *val;
+	struct deny_seg *s;
+	struct event *e;
+	__u32 zero = 0;
+	void *table;
+	__u32 i, n;
+
+	table = bpf_map_lookup_elem(&vigil_deny, &zero);
+	if (!table)
+		return 0;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.family = d->family;
+	key.prefixlen = 32 + (d->family == FAMILY_V4 ? 32 : 128);
+	key.addr[0] = d->addr[0];
+	key.addr[1] = d->addr[1];
+	key.addr[2] = d->addr[2];
+	key.addr[3] = d->addr[3];
+	val = bpf_map_lookup_elem(table, &key);
+	if (!val)
+		return 0;
+
+	n = val->n;
+	for (i = 0; i < DENY_MAX_SEGS; i++) {
+		if (i >= n)
+			return 0;
+		s = &val->segs[i];
+		if (d->port < s->port_lo || d->port > s->port_hi || o->uid < s->uid_lo || o->uid > s->uid_hi ||
+		    o->gid < s->gid_lo || o->gid > s->gid_hi)
+			continue;
+		if (!s->deny)
+			return 0;
+		bpf_set_retval(-(int)s->err);
+		count(STAT_KERNEL_DENY);
+		e = event_new(EVENT_KERNEL_DENY, IPPROTO_TCP, o, sk);
+		if (e) {
+			e->deny_errno = s->err;
+			e->deny_rule = s->rule;
+			e->deny_gen = val->gen;
+			bpf_ringbuf_submit(e, 0);
+		}
+		return 1;
+	}
+	return 0;
+}
+
+/*
  * redirect_tcp decides about a TCP connect() and records its origin. It
- * returns 1 when the caller must rewrite the destination to the proxy.
+ * returns 1 when the caller must rewrite the destination to the proxy, -1
+ * when the deny table refused the connection (connect() fails with the
+ * errno it set), 0 to let it go on unchanged.
  */
 static __always_inline int redirect_tcp(struct bpf_sock_addr *ctx, const struct dst *d)
 {
@@ -259,6 +331,8 @@ static __always_inline int redirect_tcp(struct bpf_sock_addr *ctx, const struct 
 		count(STAT_BOUND_DEVICE);
 		return 0;
 	}
+	if (kernel_deny(d, &o, sk))
+		return -1;
 
 	cookie = o.socket_cookie;
 	if (bpf_map_update_elem(&vigil_origins, &cookie, &o, BPF_ANY)) {
@@ -284,9 +358,13 @@ int vigil_connect4(struct bpf_sock_addr *ctx)
 	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
 		return 1;
 
-	if (redirect_tcp(ctx, &d)) {
+	switch (redirect_tcp(ctx, &d)) {
+	case -1:
+		return 0;
+	case 1:
 		ctx->user_ip4 = bpf_htonl(LOOPBACK_V4);
 		ctx->user_port = bpf_htons(cfg_proxy_port);
+		break;
 	}
 	return 1;
 }
@@ -305,7 +383,10 @@ int vigil_connect6(struct bpf_sock_addr *ctx)
 	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
 		return 1;
 
-	if (redirect_tcp(ctx, &d)) {
+	switch (redirect_tcp(ctx, &d)) {
+	case -1:
+		return 0;
+	case 1:
 		if (d.mapped) {
 			/* ::ffff:127.0.0.1: the socket keeps talking IPv4 */
 			ctx->user_ip6[0] = 0;
@@ -319,6 +400,7 @@ int vigil_connect6(struct bpf_sock_addr *ctx)
 			ctx->user_ip6[3] = bpf_htonl(1);
 		}
 		ctx->user_port = bpf_htons(cfg_proxy_port);
+		break;
 	}
 	return 1;
 }

@@ -8,4 +8,4 @@
 // the committed output matches the sources byte for byte.
 package bpf
 
-//go:generate go tool bpf2go -tags linux -target bpfel -cflags "-O2 -g -Wall -Werror -I./headers" -type origin -type event -type tuple_key -type capture_key -type capture_val -type seen_key -type stat_id -type event_kind Intercept intercept.c
+//go:generate go tool bpf2go -tags linux -target bpfel -cflags "-O2 -g -Wall -Werror -I./headers" -type origin -type event -type tuple_key -type capture_key -type capture_val -type seen_key -type deny_seg -type deny_val -type stat_id -type event_kind Intercept intercept.c

@@ -31,6 +31,27 @@ type InterceptCaptureVal struct {
 	}
 }
 
+type InterceptDenySeg struct {
+	_      structs.HostLayout
+	UidLo  uint32
+	UidHi  uint32
+	GidLo  uint32
+	GidHi  uint32
+	PortLo uint16
+	PortHi uint16
+	Rule   uint32
+	Err    uint16
+	Deny   uint8
+	Pad    uint8
+}
+
+type InterceptDenyVal struct {
+	_    structs.HostLayout
+	Gen  uint32
+	N    uint32
+	Segs [16]InterceptDenySeg
+}
+
 type InterceptEvent struct {
 	_         structs.HostLayout
 	Origin    InterceptOrigin
@@ -39,7 +60,10 @@ type InterceptEvent struct {
 	SrcFamily uint8
 	Kind      uint8
 	Proto     uint8
-	Pad       [3]uint8
+	Pad       uint8
+	DenyErrno uint16
+	DenyRule  uint32
+	DenyGen   uint32
 }
 
 type InterceptEventKind uint32
@@ -51,6 +75,7 @@ const (
 	InterceptEventKindEVENT_MAP_FULL     InterceptEventKind = 4
 	InterceptEventKindEVENT_MARK_BYPASS  InterceptEventKind = 5
 	InterceptEventKindEVENT_BOUND_DEVICE InterceptEventKind = 6
+	InterceptEventKindEVENT_KERNEL_DENY  InterceptEventKind = 7
 )
 
 type InterceptOrigin struct {
@@ -94,7 +119,8 @@ const (
 	InterceptStatIdSTAT_ESTABLISHED       InterceptStatId = 8
 	InterceptStatIdSTAT_SKIP_EXEMPT       InterceptStatId = 9
 	InterceptStatIdSTAT_BOUND_DEVICE      InterceptStatId = 10
-	InterceptStatIdSTAT_MAX               InterceptStatId = 11
+	InterceptStatIdSTAT_KERNEL_DENY       InterceptStatId = 11
+	InterceptStatIdSTAT_MAX               InterceptStatId = 12
 )
 
 type InterceptTupleKey struct {
@@ -110,6 +136,7 @@ type InterceptTupleKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	InterceptMapVigilCapture    = "vigil_capture"
+	InterceptMapVigilDeny       = "vigil_deny"
 	InterceptMapVigilEvents     = "vigil_events"
 	InterceptMapVigilOrigins    = "vigil_origins"
 	InterceptMapVigilStats      = "vigil_stats"
@@ -123,6 +150,7 @@ const (
 	InterceptProgVigilSendmsg4  = "vigil_sendmsg4"
 	InterceptProgVigilSendmsg6  = "vigil_sendmsg6"
 	InterceptProgVigilSockops   = "vigil_sockops"
+	InterceptVarBtfDenyVal      = "_btf_deny_val"
 	InterceptVarBtfEvent        = "_btf_event"
 	InterceptVarBtfEventKind    = "_btf_event_kind"
 	InterceptVarCfgBypassMark   = "cfg_bypass_mark"
@@ -188,6 +216,7 @@ type InterceptProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type InterceptMapSpecs struct {
 	VigilCapture *ebpf.MapSpec `ebpf:"vigil_capture"`
+	VigilDeny    *ebpf.MapSpec `ebpf:"vigil_deny"`
 	VigilEvents  *ebpf.MapSpec `ebpf:"vigil_events"`
 	VigilOrigins *ebpf.MapSpec `ebpf:"vigil_origins"`
 	VigilStats   *ebpf.MapSpec `ebpf:"vigil_stats"`
@@ -199,6 +228,7 @@ type InterceptMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type InterceptVariableSpecs struct {
+	BtfDenyVal     *ebpf.VariableSpec `ebpf:"_btf_deny_val"`
 	BtfEvent       *ebpf.VariableSpec `ebpf:"_btf_event"`
 	BtfEventKind   *ebpf.VariableSpec `ebpf:"_btf_event_kind"`
 	CfgBypassMark  *ebpf.VariableSpec `ebpf:"cfg_bypass_mark"`
@@ -228,6 +258,7 @@ func (o *InterceptObjects) Close() error {
 // It can be passed to LoadInterceptObjects or ebpf.CollectionSpec.LoadAndAssign.
 type InterceptMaps struct {
 	VigilCapture *ebpf.Map `ebpf:"vigil_capture"`
+	VigilDeny    *ebpf.Map `ebpf:"vigil_deny"`
 	VigilEvents  *ebpf.Map `ebpf:"vigil_events"`
 	VigilOrigins *ebpf.Map `ebpf:"vigil_origins"`
 	VigilStats   *ebpf.Map `ebpf:"vigil_stats"`
@@ -238,6 +269,7 @@ type InterceptMaps struct {
 func (m *InterceptMaps) Close() error {
 	return _InterceptClose(
 		m.VigilCapture,
+		m.VigilDeny,
 		m.VigilEvents,
 		m.VigilOrigins,
 		m.VigilStats,
@@ -250,6 +282,7 @@ func (m *InterceptMaps) Close() error {
 //
 // It can be passed to LoadInterceptObjects or ebpf.CollectionSpec.LoadAndAssign.
 type InterceptVariables struct {
+	BtfDenyVal     *ebpf.Variable `ebpf:"_btf_deny_val"`
 	BtfEvent       *ebpf.Variable `ebpf:"_btf_event"`
 	BtfEventKind   *ebpf.Variable `ebpf:"_btf_event_kind"`
 	CfgBypassMark  *ebpf.Variable `ebpf:"cfg_bypass_mark"`

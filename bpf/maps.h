@@ -39,6 +39,29 @@ struct {
 	__type(value, struct capture_val);
 } vigil_capture SEC(".maps");
 
+/*
+ * The deny table in force: slot 0 holds an LPM trie of struct deny_val
+ * (one generation of the table), or nothing (deny nothing). Userspace fills a new trie completely, then swaps it into the
+ * slot with one update, so a connect() sees either the whole old table or
+ * the whole new one; the kernel frees the old one only after every
+ * program that looked it up has finished.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+		__uint(max_entries, 4096);
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+		__type(key, struct capture_key);
+		__type(value, struct deny_val);
+	});
+} vigil_deny SEC(".maps");
+
+/* The inner map's value type would otherwise reach BTF only as a forward declaration. */
+const struct deny_val *_btf_deny_val __attribute__((unused));
+
 /* (socket, destination, kind) already reported: UDP, mark.bypass, bound.device. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

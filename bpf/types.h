@@ -33,6 +33,7 @@ enum stat_id {
 	STAT_ESTABLISHED,	/* redirected connections established (tuple entries written) */
 	STAT_SKIP_EXEMPT,	/* skipped: the caller is the exempt process (the agent) */
 	STAT_BOUND_DEVICE,	/* reported, not redirected: the socket is bound to a device */
+	STAT_KERNEL_DENY,	/* refused in the kernel by the deny table (reported) */
 	STAT_MAX,
 };
 
@@ -44,6 +45,7 @@ enum event_kind {
 	EVENT_MAP_FULL = 4,
 	EVENT_MARK_BYPASS = 5,	/* TCP with the bypass mark from a process other than the exempt one */
 	EVENT_BOUND_DEVICE = 6, /* TCP on a device-bound socket (SO_BINDTODEVICE) */
+	EVENT_KERNEL_DENY = 7,	/* TCP connect() refused by the deny table */
 };
 
 /* What connect() meant to do, and who did it. Value of the origins and tuples maps. */
@@ -95,6 +97,33 @@ struct capture_val {
 	struct port_range ranges[CAPTURE_MAX_RANGES];
 };
 
+/*
+ * Deny table: the part of the policy the kernel enforces alone. An LPM
+ * trie keyed like the capture set (struct capture_key); the value of the
+ * longest prefix containing the destination lists segments that are
+ * tried in order. The first segment whose ports, uid and gid contain the
+ * connection decides: deny refuses connect() with err, anything else
+ * leaves the decision to the proxy. No segment matching means the same.
+ */
+#define DENY_MAX_SEGS 16
+#define DENY_RULE_DEFAULT 0xffffffff /* deny_seg.rule of the policy's default */
+
+struct deny_seg {
+	__u32 uid_lo, uid_hi; /* inclusive */
+	__u32 gid_lo, gid_hi; /* inclusive */
+	__u16 port_lo, port_hi; /* inclusive, host byte order */
+	__u32 rule;	      /* policy rule index, or DENY_RULE_DEFAULT */
+	__u16 err;	      /* positive errno for connect() */
+	__u8 deny;	      /* 1: refuse; 0: leave it to the proxy */
+	__u8 _pad;
+};
+
+struct deny_val {
+	__u32 gen; /* generation of the table this value belongs to */
+	__u32 n;   /* segments in use */
+	struct deny_seg segs[DENY_MAX_SEGS];
+};
+
 /* Key of the "already reported" set: one event per (socket, destination, kind). */
 struct seen_key {
 	__u64 socket_cookie;
@@ -113,7 +142,10 @@ struct event {
 	__u8 src_family; /* 0 when unknown */
 	__u8 kind;	 /* enum event_kind */
 	__u8 proto;	 /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 _pad[3];
+	__u8 _pad;
+	__u16 deny_errno; /* EVENT_KERNEL_DENY: the errno connect() failed with */
+	__u32 deny_rule;  /* EVENT_KERNEL_DENY: index of the policy rule, DENY_RULE_DEFAULT for the default */
+	__u32 deny_gen;	  /* EVENT_KERNEL_DENY: generation of the deny table that decided */
 };
 
 #endif /* __VIGIL_TYPES_H__ */

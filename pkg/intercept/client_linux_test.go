@@ -25,7 +25,7 @@ const clientEnv = "VIGIL_TEST_CLIENT"
 
 // clientSpec is what a client process does.
 type clientSpec struct {
-	Op      string // "tcp", "tfo", "iouring", "udp", "loop", "open"
+	Op      string // "tcp", "tfo", "iouring", "udp", "loop", "tally", "open"
 	Family  int    // socket family: 4 or 6 (6 also for IPv4-mapped destinations)
 	Proto   int    // socket protocol, 0 for the default (TCP, UDP)
 	Addr    string // destination, netip.AddrPort syntax ([::ffff:10.0.0.1]:80 for IPv4-mapped)
@@ -35,7 +35,7 @@ type clientSpec struct {
 	Netns   string // network namespace file to enter before creating the socket
 	Payload string // written after connecting; then the reply is read to EOF
 	Exit    bool   // exit right after connect, without any I/O
-	Count   int    // "loop": sequential connections
+	Count   int    // "loop", "tally": sequential connections
 	Cgroup  string // "open": CgroupPath for Open
 }
 
@@ -46,10 +46,11 @@ type clientResult struct {
 	Local   string // getsockname after connect
 	Peer    string // getpeername after connect
 	Reply   string
-	Errno   int    // of the failed step, if any
-	Err     string // failed step and error
-	IsPerm  bool   // "open": errors.Is(err, ErrPermission)
-	Skipped string // the operation is not available here, and why
+	Errno   int         // of the failed step, if any
+	Err     string      // failed step and error
+	IsPerm  bool        // "open": errors.Is(err, ErrPermission)
+	Skipped string      // the operation is not available here, and why
+	Errnos  map[int]int // "tally": connect() results, errno (0 for success) -> count
 }
 
 func runClient(specJSON string) {
@@ -107,6 +108,22 @@ func clientMain(spec *clientSpec, res *clientResult) {
 	switch spec.Op {
 	case "udp":
 		clientUDP(spec, res, dst, sa, fail)
+		return
+	case "tally":
+		res.Errnos = make(map[int]int)
+		for range spec.Count {
+			fd, err := newSocket(spec, unix.SOCK_STREAM)
+			if err != nil {
+				fail("socket", err)
+				return
+			}
+			var errno unix.Errno
+			if err := unix.Connect(fd, sa); err != nil && !errors.As(err, &errno) {
+				errno = unix.EINVAL
+			}
+			res.Errnos[int(errno)]++
+			unix.Close(fd)
+		}
 		return
 	case "loop":
 		for n := 0; n < spec.Count; n++ {

@@ -9,10 +9,12 @@
 // it with [Interceptor.Lookup] from the accepted connection's remote address.
 // Paths the kernel can see but not redirect (UDP, other network namespaces,
 // device-bound sockets, the bypass mark used by another process, a full
-// map) arrive as [Event] values through [Interceptor.ReadEvents].
+// map) arrive as [Event] values through [Interceptor.ReadEvents], as do
+// connects the kernel refused itself by the deny table that
+// [Interceptor.SetDeny] loads.
 //
 // Open needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN), cgroup v2
-// and Linux 5.14 or newer; its errors match [ErrPermission], [ErrNoCgroupV2],
+// and Linux 5.18 or newer; its errors match [ErrPermission], [ErrNoCgroupV2],
 // [ErrKernelTooOld] or [ErrVerifier] with errors.Is. docs/INTERCEPTION.md
 // describes the hooks, maps, lifetimes and fail modes.
 package intercept

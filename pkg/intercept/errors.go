@@ -22,7 +22,7 @@ var (
 const (
 	hintPermission = "run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN"
 	hintCgroupV2   = "mount cgroup v2 (mount -t cgroup2 none /sys/fs/cgroup) or boot with systemd.unified_cgroup_hierarchy=1"
-	hintKernel     = "upgrade to Linux 5.14 or newer with CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF and CONFIG_DEBUG_INFO_BTF"
+	hintKernel     = "upgrade to Linux 5.18 or newer with CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF and CONFIG_DEBUG_INFO_BTF"
 	hintVerifier   = "set Debug to include the verifier log, and report it with the kernel version"
 )
 

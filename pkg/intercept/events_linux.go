@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"syscall"
 
 	"github.com/cilium/ebpf/ringbuf"
 
@@ -59,6 +60,7 @@ var eventKinds = map[uint8]EventKind{
 	uint8(bpf.InterceptEventKindEVENT_MAP_FULL):     EventMapFull,
 	uint8(bpf.InterceptEventKindEVENT_MARK_BYPASS):  EventMarkBypass,
 	uint8(bpf.InterceptEventKindEVENT_BOUND_DEVICE): EventBoundDevice,
+	uint8(bpf.InterceptEventKindEVENT_KERNEL_DENY):  EventKernelDeny,
 }
 
 const (
@@ -84,6 +86,9 @@ func decodeEvent(raw []byte) (Event, error) {
 		ev.Proto = "tcp"
 	case ipprotoUDP:
 		ev.Proto = "udp"
+	}
+	if kind == EventKernelDeny {
+		ev.Rule, ev.Generation, ev.Errno = e.DenyRule, e.DenyGen, syscall.Errno(e.DenyErrno)
 	}
 	if e.SrcFamily != 0 {
 		ev.Src = netip.AddrPortFrom(unpackAddr(e.SrcFamily, e.SrcAddr), e.SrcPort)

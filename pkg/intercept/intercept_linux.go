@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -27,6 +28,10 @@ type Interceptor struct {
 	events   *ringbuf.Reader
 	netns    uint64
 	cgroupID uint64
+
+	denySpec    *ebpf.MapSpec // one generation of the deny table (the inner map of vigil_deny)
+	denyMu      sync.Mutex    // serializes SetDeny
+	denyEntries int           // prefixes of the deny table in force
 
 	readMu    sync.Mutex
 	closeOnce sync.Once

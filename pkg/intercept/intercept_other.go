@@ -41,5 +41,8 @@ func (i *Interceptor) NetnsCookie() uint64 { return 0 }
 // Close does nothing outside Linux.
 func (i *Interceptor) Close() error { return nil }
 
+// SetDeny fails outside Linux.
+func (i *Interceptor) SetDeny(t DenyTable) error { return errNotLinux }
+
 // SetCapture fails outside Linux.
 func (i *Interceptor) SetCapture(rules []CaptureRule) error { return errNotLinux }

@@ -51,6 +51,12 @@ func (i *Interceptor) load() error {
 		m.Type, m.MaxEntries = ebpf.Hash, n
 	}
 
+	inner := spec.Maps[bpf.InterceptMapVigilDeny].InnerMap
+	if inner == nil {
+		return fmt.Errorf("intercept: embedded programs lack the deny table's inner map: regenerate bpf/")
+	}
+	i.denySpec = inner.Copy()
+
 	opts := &ebpf.CollectionOptions{}
 	if i.cfg.PinPath != "" {
 		for _, name := range pinnedMaps {
@@ -86,6 +92,7 @@ var probes = []probe{
 	{"cgroup sock programs (Linux 4.10)", func() error { return features.HaveProgramType(ebpf.CGroupSock) }},
 	{"LRU hash maps (Linux 4.10)", func() error { return features.HaveMapType(ebpf.LRUHash) }},
 	{"LPM trie maps (Linux 4.11)", func() error { return features.HaveMapType(ebpf.LPMTrie) }},
+	{"array of maps (Linux 4.12)", func() error { return features.HaveMapType(ebpf.ArrayOfMaps) }},
 	{"ring buffer maps (Linux 5.8)", func() error { return features.HaveMapType(ebpf.RingBuf) }},
 	{"bpf_get_netns_cookie in cgroup sock_addr programs (Linux 5.7)", func() error {
 		return features.HaveProgramHelper(ebpf.CGroupSockAddr, asm.FnGetNetnsCookie)
@@ -101,6 +108,9 @@ var probes = []probe{
 	}},
 	{"bpf_ringbuf_reserve in cgroup sock_addr programs (Linux 5.8)", func() error {
 		return features.HaveProgramHelper(ebpf.CGroupSockAddr, asm.FnRingbufReserve)
+	}},
+	{"bpf_set_retval in cgroup sock_addr programs (Linux 5.18)", func() error {
+		return features.HaveProgramHelper(ebpf.CGroupSockAddr, asm.FnSetRetval)
 	}},
 	{"bpf_sock_ops_cb_flags_set in sockops programs (Linux 4.17)", func() error {
 		return features.HaveProgramHelper(ebpf.SockOps, asm.FnSockOpsCbFlagsSet)

@@ -182,7 +182,11 @@ func (i *Interceptor) Stats() (Stats, error) {
 		{bpf.InterceptStatIdSTAT_UDP_REPORTED, &s.UDPReported},
 		{bpf.InterceptStatIdSTAT_MAP_FULL, &s.MapFull},
 		{bpf.InterceptStatIdSTAT_EVENTS_LOST, &s.EventsLost},
+		{bpf.InterceptStatIdSTAT_KERNEL_DENY, &s.KernelDenied},
 	}
+	i.denyMu.Lock()
+	s.Deny = i.denyEntries
+	i.denyMu.Unlock()
 	for _, c := range counters {
 		var perCPU []uint64
 		if err := i.objs.VigilStats.Lookup(c.id, &perCPU); err != nil {

@@ -1,6 +1,9 @@
 package intercept
 
-import "net/netip"
+import (
+	"net/netip"
+	"syscall"
+)
 
 // Origin is what the kernel recorded when a process's connect() was
 // redirected to the proxy: where it meant to go and who it was.
@@ -23,6 +26,11 @@ type Event struct {
 	Proto  string         // "tcp" or "udp"
 	Src    netip.AddrPort // source, when known
 	Origin Origin         // destination and caller identity
+
+	// EventKernelDeny only: what the deny table decided.
+	Rule       uint32        // DenySegment.Rule of the segment that denied
+	Generation uint32        // DenyTable.Generation of the table in force
+	Errno      syscall.Errno // connect()'s error
 }
 
 // EventKind names a kernel-observed event.
@@ -37,4 +45,5 @@ const (
 	EventMarkBypass  EventKind = "mark.bypass"  // TCP connect with the bypass mark from a process other than Config.ExemptPID: let through
 	EventBoundDevice EventKind = "bound.device" // TCP connect on a device-bound socket (SO_BINDTODEVICE): let through, loopback is out of its reach
 	EventRedirectErr EventKind = "redirect.err" // the redirect could not be applied
+	EventKernelDeny  EventKind = "kernel.deny"  // TCP connect refused by the deny table (SetDeny): never reached the proxy
 )

@@ -8,6 +8,7 @@ type Stats struct {
 	Tuples  int // client address -> origin entries (established, not yet looked up or closed)
 	UDPSeen int // (socket, destination, kind) already reported: UDP, mark.bypass, bound.device
 	Capture int // capture set prefixes
+	Deny    int // deny table prefixes (SetDeny)
 
 	TCPConnects        uint64 // TCP connect()s seen in the cgroup subtree
 	Redirected         uint64 // TCP connect()s rewritten to the proxy
@@ -20,4 +21,5 @@ type Stats struct {
 	UDPReported        uint64 // UDP connect()/sendmsg() events reported
 	MapFull            uint64 // an origin could not be stored: let through unredirected
 	EventsLost         uint64 // events dropped because the ring buffer was full
+	KernelDenied       uint64 // TCP connect()s refused by the deny table (each reported as EventKernelDeny)
 }

@@ -275,7 +275,7 @@ func TestPolicyAccessors(t *testing.T) {
 	if q, _ := Parse("q", []byte(policyDeny)); q.UsesNames() {
 		t.Error("UsesNames() = true for a policy without names")
 	}
-	for e, want := range map[syscall.Errno]string{syscall.ECONNREFUSED: "ECONNREFUSED", syscall.EACCES: "EACCES", syscall.EPERM: "EPERM", syscall.ETIMEDOUT: "ETIMEDOUT", 0: "", syscall.ENOENT: ""} {
+	for e, want := range map[syscall.Errno]string{syscall.ECONNREFUSED: "ECONNREFUSED", syscall.EACCES: "EACCES", syscall.EPERM: "EPERM", syscall.ETIMEDOUT: "ETIMEDOUT", syscall.ENETUNREACH: "ENETUNREACH", syscall.EHOSTUNREACH: "EHOSTUNREACH", 0: "", syscall.ENOENT: ""} {
 		if got := ErrnoName(e); got != want {
 			t.Errorf("ErrnoName(%d) = %q; want %q", e, got, want)
 		}

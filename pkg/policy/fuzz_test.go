@@ -6,7 +6,8 @@ import (
 )
 
 // FuzzParse checks that no input makes Parse panic, that a rejected file
-// always says why, and that an accepted one decides like the reference.
+// always says why, and that an accepted one decides like the reference
+// and compiles a kernel table that agrees with it.
 // The seed corpus in testdata/fuzz/FuzzParse holds real policies.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(decidePolicy))
@@ -23,11 +24,17 @@ func FuzzParse(f *testing.F) {
 		if p.Default().Action == 0 {
 			t.Fatalf("accepted policy has no default")
 		}
+		kt := p.Kernel(16, 4096)
 		g := newGen(uint64(len(data)))
 		for range 20 {
 			in := g.input()
-			if got, want := p.Decide(in), p.decideSlow(in); got != want {
+			got, want := p.Decide(in), p.decideSlow(in)
+			if got != want {
 				t.Fatalf("Decide(%+v) = %+v; reference %+v", in, got, want)
+			}
+			if s := kt.decide(in.Dst, in.UID, in.GID); in.Dst.IsValid() && s != nil &&
+				(got.Action != Deny || got.Rule != p.RuleName(s.Rule) || got.Errno != s.Errno) {
+				t.Fatalf("kernel table denies %+v by %s; Decide = %+v", in, p.RuleName(s.Rule), got)
 			}
 		}
 	})

@@ -397,7 +397,7 @@ func (p *parser) rules(n *yaml.Node, doc *document) {
 				if s, ok := p.scalar(v, field+".errno", "an errno name"); ok {
 					e, found := errnos[s]
 					if !found {
-						hint := "use ECONNREFUSED, EACCES, EPERM or ETIMEDOUT"
+						hint := errnoHint
 						if _, ok := errnos[strings.ToUpper(s)]; ok {
 							hint = "write " + strings.ToUpper(s)
 						}

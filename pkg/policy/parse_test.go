@@ -66,7 +66,7 @@ func TestParseProblems(t *testing.T) {
 		{"duplicate name", head + "  - name: a\n    action: allow\n    match: {dst: {ports: [\"80\"]}}\n  - name: a\n    action: deny\n    match: {dst: {ports: [\"81\"]}}\n",
 			[]string{`p.yaml:7:11: rules[1].name: "a" is already the name of rules[0] (line 4) (rule names are recorded in the audit log and must be unique)`}},
 		{"unknown action", head + "  - name: a\n    action: block\n    match: {dst: {ports: [\"80\"]}}\n", []string{`p.yaml:5:13: rules[0].action: unknown action "block" (use allow, deny or audit)`}},
-		{"unknown errno", head + "  - name: a\n    action: deny\n    errno: ENOPE\n    match: {dst: {ports: [\"80\"]}}\n", []string{`p.yaml:6:12: rules[0].errno: unknown errno "ENOPE" (use ECONNREFUSED, EACCES, EPERM or ETIMEDOUT)`}},
+		{"unknown errno", head + "  - name: a\n    action: deny\n    errno: ENOPE\n    match: {dst: {ports: [\"80\"]}}\n", []string{`p.yaml:6:12: rules[0].errno: unknown errno "ENOPE" (use ECONNREFUSED, EACCES, EPERM, ETIMEDOUT, ENETUNREACH or EHOSTUNREACH)`}},
 		{"lowercase errno", head + "  - name: a\n    action: deny\n    errno: eperm\n    match: {dst: {ports: [\"80\"]}}\n", []string{`unknown errno "eperm" (write EPERM)`}},
 		{"errno on allow", head + "  - name: a\n    action: allow\n    errno: EPERM\n    match: {dst: {ports: [\"80\"]}}\n", []string{`p.yaml:6:12: rules[0].errno: errno applies only to deny`}},
 		{"bad cidr", head + "  - name: a\n    action: deny\n    match:\n      dst:\n        cidr: [\"10.1.2.0/33\"]\n",

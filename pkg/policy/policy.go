@@ -69,7 +69,12 @@ var errnos = map[string]syscall.Errno{
 	"EACCES":       syscall.EACCES,
 	"EPERM":        syscall.EPERM,
 	"ETIMEDOUT":    syscall.ETIMEDOUT,
+	"ENETUNREACH":  syscall.ENETUNREACH,
+	"EHOSTUNREACH": syscall.EHOSTUNREACH,
 }
+
+// errnoHint lists the names of errnos, for messages.
+const errnoHint = "use ECONNREFUSED, EACCES, EPERM, ETIMEDOUT, ENETUNREACH or EHOSTUNREACH"
 
 // ErrnoName returns the name of an errno a rule can set ("ECONNREFUSED"),
 // or "" for any other value.
