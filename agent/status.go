@@ -164,6 +164,7 @@ type KernelStatus struct {
 	UDPReported        uint64   `json:"udp_reported"`
 	MapFull            uint64   `json:"map_full"`
 	EventsLost         uint64   `json:"events_lost"`
+	KernelDenied       uint64   `json:"kernel_denied"`              // connects refused by the kernel deny table
 	MissingPrograms    []string `json:"missing_programs,omitempty"` // vigil programs not attached to the attach point
 	Error              string   `json:"error,omitempty"`            // why the counters could not be read
 }
@@ -367,7 +368,7 @@ func kernelView(ks kernelSample) *KernelStatus {
 		TCPConnects: s.TCPConnects, Redirected: s.Redirected, Established: s.Established,
 		SkippedMark: s.SkippedMark, SkippedExempt: s.SkippedExempt, SkippedNotCaptured: s.SkippedNotCaptured,
 		OtherNetns: s.OtherNetns, BoundDevice: s.BoundDevice, UDPReported: s.UDPReported,
-		MapFull: s.MapFull, EventsLost: s.EventsLost, MissingPrograms: ks.missing,
+		MapFull: s.MapFull, EventsLost: s.EventsLost, KernelDenied: s.KernelDenied, MissingPrograms: ks.missing,
 	}
 	if ks.err != nil {
 		k.Error = ks.err.Error()

@@ -113,8 +113,8 @@ func printStatus(out io.Writer, s agent.StatusResponse) {
 		row("", "%s in, %s out, %d audit failures", byteSize(int64(x.BytesIn)), byteSize(int64(x.BytesOut)), x.AuditFailures)
 	}
 	if k := s.Kernel; k != nil {
-		row("kernel", "%d TCP connects, %d redirected, %d established; skipped: %d marked, %d exempt, %d not captured",
-			k.TCPConnects, k.Redirected, k.Established, k.SkippedMark, k.SkippedExempt, k.SkippedNotCaptured)
+		row("kernel", "%d TCP connects, %d redirected, %d established, %d denied; skipped: %d marked, %d exempt, %d not captured",
+			k.TCPConnects, k.Redirected, k.Established, k.KernelDenied, k.SkippedMark, k.SkippedExempt, k.SkippedNotCaptured)
 		row("", "reported: %d other netns, %d bound to a device, %d UDP; %d map full, %d events lost",
 			k.OtherNetns, k.BoundDevice, k.UDPReported, k.MapFull, k.EventsLost)
 		row("", "maps: %d origins, %d tuples, %d UDP seen, %d capture prefixes", k.Origins, k.Tuples, k.UDPSeen, k.CapturePrefixes)
