@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-ebpf/vigil/internal/shiptest"
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 	"github.com/vigil-ebpf/vigil/pkg/keys"
 	"github.com/vigil-ebpf/vigil/pkg/ship"
-	"github.com/vigil-ebpf/vigil/pkg/ship/internal/shiptest"
 )
 
 func TestObjectNames(t *testing.T) {

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/vigil-ebpf/vigil/internal/shiptest"
 	"github.com/vigil-ebpf/vigil/pkg/ship"
-	"github.com/vigil-ebpf/vigil/pkg/ship/internal/shiptest"
 	"github.com/vigil-ebpf/vigil/pkg/ship/jsonl"
 )
 

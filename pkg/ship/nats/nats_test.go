@@ -9,8 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vigil-ebpf/vigil/internal/shiptest"
 	"github.com/vigil-ebpf/vigil/pkg/ship"
-	"github.com/vigil-ebpf/vigil/pkg/ship/internal/shiptest"
 	vnats "github.com/vigil-ebpf/vigil/pkg/ship/nats"
 )
 

@@ -16,10 +16,11 @@ import (
 
 // Object is one shipped object and its lock.
 type Object struct {
-	Name        string
-	Size        int64
-	Mode        string    // COMPLIANCE, GOVERNANCE or "" (no retention)
-	RetainUntil time.Time // zero without retention
+	Name         string
+	Size         int64
+	LastModified time.Time
+	Mode         string    // COMPLIANCE, GOVERNANCE or "" (no retention)
+	RetainUntil  time.Time // zero without retention
 }
 
 // Segment is a shipped segment object.
@@ -32,6 +33,18 @@ type Segment struct {
 type Checkpoint struct {
 	Object
 	Size uint64 // tree size
+}
+
+// Objects returns every segment and checkpoint object.
+func (l *Listing) Objects() []Object {
+	out := make([]Object, 0, len(l.Segments)+len(l.Checkpoints))
+	for _, s := range l.Segments {
+		out = append(out, s.Object)
+	}
+	for _, k := range l.Checkpoints {
+		out = append(out, k.Object)
+	}
+	return out
 }
 
 // Listing is what an archive holds under one host's root.
@@ -51,7 +64,7 @@ func List(ctx context.Context, c *minio.Client, bucket, root string, retention b
 		if o.Err != nil {
 			return nil, fmt.Errorf("s3: list s3://%s/%s: %w", bucket, root, o.Err)
 		}
-		obj := Object{Name: o.Key, Size: o.Size}
+		obj := Object{Name: o.Key, Size: o.Size, LastModified: o.LastModified.UTC()}
 		rel := strings.TrimPrefix(o.Key, root+"/")
 		if r, ok := ship.ParseSegmentObject("/" + rel); ok && strings.HasPrefix(rel, "segments/") {
 			l.Segments = append(l.Segments, Segment{Object: obj, First: r.First, Last: r.Last})

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/vigil-ebpf/vigil/internal/shiptest"
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 	"github.com/vigil-ebpf/vigil/pkg/ship"
-	"github.com/vigil-ebpf/vigil/pkg/ship/internal/shiptest"
 	"github.com/vigil-ebpf/vigil/pkg/ship/s3"
 )
 
