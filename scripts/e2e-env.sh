@@ -77,7 +77,7 @@ go_install() {
 		return
 	fi
 	log "installing $bin $ver"
-	(cd /tmp && GOBIN=/usr/local/bin GOFLAGS=-mod=mod "$go" install "$pkg@$ver") || die "go install $pkg@$ver failed"
+	(cd /tmp && GOBIN=/usr/local/bin "$go" install "$pkg@$ver") || die "go install $pkg@$ver failed"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
