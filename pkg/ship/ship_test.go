@@ -14,6 +14,7 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 	"github.com/vigil-ebpf/vigil/pkg/keys"
 	"github.com/vigil-ebpf/vigil/pkg/ship"
+	"github.com/vigil-ebpf/vigil/pkg/ship/jsonl"
 )
 
 func TestObjectNames(t *testing.T) {
@@ -225,4 +226,60 @@ func FuzzCheckpointSize(f *testing.F) {
 		_, _ = ship.ParseSegmentObject(string(b))
 		_, _ = ship.ParseCheckpointObject(string(b))
 	})
+}
+
+// TestRetriesUntilTheSinkWorks runs the loop against a JSON-lines sink
+// whose directory cannot be created, then repairs it: the status shows
+// the error, the backlog and the lag meanwhile, and the loop catches up
+// by itself.
+func TestRetriesUntilTheSinkWorks(t *testing.T) {
+	dir := t.TempDir()
+	l := shiptest.OpenLog(t, dir, nil)
+	l.Write(t, 30)
+	l.Close(t)
+	block := filepath.Join(t.TempDir(), "blocked")
+	if err := os.WriteFile(block, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k, err := jsonl.New(jsonl.Config{Path: filepath.Join(block, "out.jsonl")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := ship.New(ship.Config{Dir: dir, Host: "host-a", Interval: 5 * time.Millisecond,
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { sh.Run(ctx); close(done) }()
+	want := l.Stats().NextSeq - 1
+	wait := func(what string, ok func(ship.SinkStatus) bool) ship.SinkStatus {
+		t.Helper()
+		for {
+			st := sh.Status()[0]
+			if ok(st) {
+				return st
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("waiting for %s: status %+v", what, st)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	st := wait("the error", func(s ship.SinkStatus) bool { return s.LastError != "" })
+	if st.LastSeq != 0 || st.BacklogEntries != want || st.BacklogBytes == 0 {
+		t.Fatalf("status while failing %+v; want nothing shipped, backlog %d entries", st, want)
+	}
+	if err := os.Remove(block); err != nil {
+		t.Fatal(err)
+	}
+	st = wait("catching up", func(s ship.SinkStatus) bool { return s.LastSeq == want && s.LastError == "" })
+	if st.BacklogEntries != 0 || st.BacklogBytes != 0 || st.LagSeconds != 0 {
+		t.Fatalf("status after catching up %+v; want no backlog", st)
+	}
+	cancel()
+	<-done
+	sh.Close()
 }
