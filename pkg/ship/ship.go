@@ -141,12 +141,35 @@ func New(cfg Config, sinks ...Sink) (*Shipper, error) {
 	return s, nil
 }
 
-// Check asks every sink to validate its destination; the first refusal is
-// returned so the agent can refuse to start with a clear reason.
+// RefusedError is what a sink's Check returns for a destination that
+// answers but would not keep what it is sent (a bucket without Object
+// Lock, a stream that allows deletes): a configuration to fix, not a
+// failure to retry.
+type RefusedError struct{ Err error }
+
+func (e *RefusedError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the reason.
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// Refuse wraps err as a RefusedError.
+func Refuse(err error) error { return &RefusedError{Err: err} }
+
+// Check asks every sink to validate its destination. The first refusal is
+// returned, so the agent can refuse to start with a clear reason. A sink
+// that cannot be reached now is not a refusal: auditing must not depend
+// on the network. Its loop checks it again before shipping anything, and
+// its status shows the error meanwhile.
 func (s *Shipper) Check(ctx context.Context) error {
 	for _, r := range s.runners {
-		if err := r.sink.Check(ctx); err != nil {
-			return fmt.Errorf("ship: sink %s (%s): %w", r.sink.Name(), r.sink.Kind(), err)
+		err := r.check(ctx)
+		var re *RefusedError
+		if errors.As(err, &re) {
+			return err
+		}
+		if err != nil {
+			r.setErr(err)
+			r.log.Warn("sink unreachable at start; will keep trying", "err", err)
 		}
 	}
 	return nil
@@ -206,6 +229,8 @@ type runner struct {
 	cursorPath string
 	log        *slog.Logger
 
+	checked bool // Check passed: only then is anything shipped (S3 retention depends on it)
+
 	mu       sync.Mutex
 	cur      Cursor
 	lastErr  error
@@ -252,6 +277,22 @@ func (r *runner) setErr(err error) {
 	r.mu.Unlock()
 }
 
+func (r *runner) check(ctx context.Context) error {
+	if err := r.sink.Check(ctx); err != nil {
+		return fmt.Errorf("ship: sink %s (%s): %w", r.sink.Name(), r.sink.Kind(), err)
+	}
+	r.checked = true
+	return nil
+}
+
+// ready checks the sink once before anything is sent to it.
+func (r *runner) ready(ctx context.Context) error {
+	if r.checked {
+		return nil
+	}
+	return r.check(ctx)
+}
+
 func (r *runner) pass(ctx context.Context) error {
 	switch k := r.sink.(type) {
 	case SegmentSink:
@@ -287,11 +328,47 @@ func (r *runner) cursor() Cursor {
 func (r *runner) passSegments(ctx context.Context, k SegmentSink) error {
 	dir := r.cfg.Dir
 	cur := r.cursor()
-	ck, ok, err := readCheckpoint(dir)
+	ck, haveCk, err := readCheckpoint(dir)
 	if err != nil {
 		return err
 	}
-	if ok && ck.Size != cur.Checkpoint {
+	segs, err := listLocal(dir)
+	if err != nil {
+		return err
+	}
+	head := cur.Seq
+	if haveCk && ck.Size > head {
+		head = ck.Size
+	}
+	var todo []sealedSegment
+	for _, s := range sealed(segs) {
+		head = max(head, s.Last)
+		if s.Name > cur.Segment {
+			todo = append(todo, s)
+		}
+	}
+	var oldest time.Time
+	if len(todo) > 0 {
+		if oldest, err = firstEntryTime(ctx, dir, todo[0]); err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	r.head, r.pending = head, oldest
+	r.pendSeg, r.pendOff = "", 0
+	if len(todo) > 0 {
+		r.pendSeg = todo[0].Name
+	} else if len(segs) > 0 && segs[len(segs)-1].Name > cur.Segment {
+		r.pendSeg = segs[len(segs)-1].Name
+	}
+	r.mu.Unlock()
+	if (!haveCk || ck.Size == cur.Checkpoint) && len(todo) == 0 {
+		return nil
+	}
+	if err := r.ready(ctx); err != nil {
+		return err
+	}
+	if haveCk && ck.Size != cur.Checkpoint {
 		if err := k.PutCheckpoint(ctx, ck); err != nil {
 			return fmt.Errorf("checkpoint %d: %w", ck.Size, err)
 		}
@@ -301,39 +378,12 @@ func (r *runner) passSegments(ctx context.Context, k SegmentSink) error {
 		}
 		r.log.Debug("shipped checkpoint", "size", ck.Size)
 	}
-	segs, err := listLocal(dir)
-	if err != nil {
-		return err
-	}
-	head := cur.Seq
-	if ok && ck.Size > head {
-		head = ck.Size
-	}
-	var todo []sealedSegment
-	for _, s := range sealed(segs) {
-		if s.Last > head {
-			head = s.Last
-		}
-		if s.Name > cur.Segment {
-			todo = append(todo, s)
-		}
-	}
-	r.mu.Lock()
-	r.head = head
-	r.pending = time.Time{}
-	r.pendSeg, r.pendOff = "", 0
-	if len(todo) > 0 {
-		r.pendSeg, r.pendOff = todo[0].Name, 0
-	} else if len(segs) > 0 && segs[len(segs)-1].Name > cur.Segment {
-		r.pendSeg = segs[len(segs)-1].Name
-	}
-	r.mu.Unlock()
 	for i, s := range todo {
-		t, err := firstEntryTime(ctx, dir, s)
-		if err != nil {
-			return err
-		}
-		if i == 0 {
+		t := oldest
+		if i > 0 {
+			if t, err = firstEntryTime(ctx, dir, s); err != nil {
+				return err
+			}
 			r.mu.Lock()
 			r.pending = t
 			r.mu.Unlock()
@@ -417,6 +467,9 @@ func (r *runner) passEntries(ctx context.Context, k EntrySink) error {
 		r.mu.Unlock()
 		if len(batch) == 0 {
 			return nil
+		}
+		if err := r.ready(ctx); err != nil {
+			return err
 		}
 		if err := k.Publish(ctx, batch); err != nil {
 			return err

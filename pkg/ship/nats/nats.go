@@ -120,11 +120,14 @@ func (s *Sink) Check(ctx context.Context) error {
 	}
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return fmt.Errorf("nats: stream %s does not exist: create it with deny_delete and deny_purge, or set create: true", s.cfg.Stream)
+			return ship.Refuse(fmt.Errorf("nats: stream %s does not exist: create it with deny_delete and deny_purge, or set create: true", s.cfg.Stream))
 		}
 		return fmt.Errorf("nats: stream %s: %w", s.cfg.Stream, err)
 	}
-	return CheckStream(st.CachedInfo().Config, s.cfg.AllowLimits)
+	if err := CheckStream(st.CachedInfo().Config, s.cfg.AllowLimits); err != nil {
+		return ship.Refuse(err)
+	}
+	return nil
 }
 
 // CheckStream refuses a stream configuration under which shipped messages

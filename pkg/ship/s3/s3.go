@@ -155,7 +155,7 @@ func (s *Sink) Check(ctx context.Context) error {
 		return fmt.Errorf("s3: bucket %s: %w", s.cfg.Bucket, err)
 	}
 	if !ok {
-		return fmt.Errorf("s3: bucket %s does not exist: create it with Object Lock enabled", s.cfg.Bucket)
+		return ship.Refuse(fmt.Errorf("s3: bucket %s does not exist: create it with Object Lock enabled", s.cfg.Bucket))
 	}
 	status, _, _, _, err := s.client.GetObjectLockConfig(ctx, s.cfg.Bucket)
 	s.locked = err == nil && status == "Enabled"
@@ -165,11 +165,21 @@ func (s *Sink) Check(ctx context.Context) error {
 		}
 		why := "Object Lock is not enabled"
 		if err != nil {
-			why = fmt.Sprintf("its Object Lock configuration cannot be read (%v)", err)
+			if !isLockMissing(err) {
+				return fmt.Errorf("s3: bucket %s: read Object Lock configuration: %w", s.cfg.Bucket, err)
+			}
+			why = fmt.Sprintf("it has no Object Lock configuration (%v)", err)
 		}
-		return fmt.Errorf("s3: refusing to ship into bucket %s: %s, so shipped objects could be deleted; create the bucket with Object Lock enabled, or set allow_unlocked: true to accept that", s.cfg.Bucket, why)
+		return ship.Refuse(fmt.Errorf("s3: refusing to ship into bucket %s: %s, so shipped objects could be deleted; create the bucket with Object Lock enabled, or set allow_unlocked: true to accept that", s.cfg.Bucket, why))
 	}
 	return nil
+}
+
+// isLockMissing tells "this bucket has no Object Lock" from a failure to
+// ask (network, credentials), which is retried instead of refused.
+func isLockMissing(err error) bool {
+	r := minio.ToErrorResponse(err)
+	return r.StatusCode == 404 || strings.Contains(r.Code, "ObjectLockConfiguration")
 }
 
 func (s *Sink) root() string { return strings.Trim(s.cfg.Prefix, "/") }

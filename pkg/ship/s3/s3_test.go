@@ -2,6 +2,7 @@ package s3_test
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -235,5 +236,41 @@ func TestMissingObjectDetected(t *testing.T) {
 	_, err = auditlog.Verify(ctx, out, l.Signer, auditlog.VerifyOptions{})
 	if err == nil {
 		t.Fatal("Verify(archive with a missing segment) = nil; want an error")
+	}
+}
+
+// TestUnreachableAtStartIsNotARefusal: auditing must not depend on the
+// network, so a storage that does not answer is retried, not refused,
+// and nothing is uploaded before the bucket's lock was checked.
+func TestUnreachableAtStartIsNotARefusal(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	dir := t.TempDir()
+	lg := shiptest.OpenLog(t, dir, nil)
+	lg.Write(t, 60)
+	lg.Close(t)
+	k := newSink(t, shiptest.S3{Endpoint: addr, AccessKey: "a", SecretKey: "b"}, "bucket", "", false)
+	sh, err := ship.New(ship.Config{Dir: dir, Host: "host-a"}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := sh.Check(ctx); err != nil {
+		t.Fatalf("Check(unreachable) = %v; want nil (retried later)", err)
+	}
+	st := sh.Status()[0]
+	if st.LastError == "" || st.LastSeq != 0 {
+		t.Fatalf("Status() = %+v; want the connection error and nothing shipped", st)
+	}
+	if err := sh.Drain(ctx); err == nil {
+		t.Fatal("Drain(unreachable) = nil; want an error")
+	}
+	if st := sh.Status()[0]; st.BacklogEntries == 0 || st.BacklogBytes == 0 || st.LagSeconds <= 0 {
+		t.Fatalf("Status() = %+v; want the backlog and lag", st)
 	}
 }
