@@ -39,13 +39,14 @@ func s3Client(c *cli.Context) (*minio.Client, error) {
 // archiveCheck is what verify found out about an S3 archive beyond the
 // log itself.
 type archiveCheck struct {
-	URL            string      `json:"url"`
-	Segments       int         `json:"segments"`
-	Checkpoints    int         `json:"checkpoints"`
-	Gaps           [][2]uint64 `json:"gaps,omitempty"`
-	MinRetainUntil time.Time   `json:"min_retain_until,omitzero"`
-	LastCheckpoint uint64      `json:"last_checkpoint,omitempty"`
-	Consistent     bool        `json:"consistent"` // the log was proven to extend the newest shipped checkpoint
+	URL              string      `json:"url"`
+	Segments         int         `json:"segments"`
+	Checkpoints      int         `json:"checkpoints"`
+	Gaps             [][2]uint64 `json:"gaps,omitempty"`
+	MinRetainUntil   time.Time   `json:"min_retain_until,omitzero"`
+	LastCheckpoint   uint64      `json:"last_checkpoint,omitempty"`
+	NewestCheckpoint uint64      `json:"newest_checkpoint,omitempty"` // size of the newest shipped checkpoint
+	Consistent       bool        `json:"consistent"`                  // the log was proven to extend the newest shipped checkpoint
 }
 
 // pullForVerify downloads the archive at url into a temporary directory
@@ -109,17 +110,19 @@ func checkArchive(ctx context.Context, cl *minio.Client, url string, l *s3.Listi
 	return nil, nil
 }
 
-// newestCheckpoint returns the newest shipped checkpoint, checked with the
-// verifier's key, or nil when none was shipped.
-func newestCheckpoint(ctx context.Context, cl *minio.Client, url string, l *s3.Listing) ([]byte, error) {
-	if len(l.Checkpoints) == 0 {
-		return nil, nil
-	}
+// newestCheckpoint returns the note of the newest shipped checkpoint of at
+// most limit entries, or nil when there is none.
+func newestCheckpoint(ctx context.Context, cl *minio.Client, url string, l *s3.Listing, limit uint64) ([]byte, error) {
 	bucket, _, err := s3.ParseURL(url)
 	if err != nil {
 		return nil, err
 	}
-	return s3.ReadCheckpoint(ctx, cl, bucket, l.Checkpoints[len(l.Checkpoints)-1].Name)
+	for i := len(l.Checkpoints) - 1; i >= 0; i-- {
+		if l.Checkpoints[i].Size <= limit {
+			return s3.ReadCheckpoint(ctx, cl, bucket, l.Checkpoints[i].Name)
+		}
+	}
+	return nil, nil
 }
 
 // checkAgainstShipped checks that the log in dir (holding size entries)

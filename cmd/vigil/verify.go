@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -106,26 +107,34 @@ func verifyCommand() *cli.Command {
 						return err
 					}
 					url = remote
-					if ac == nil {
-						ac = &archiveCheck{URL: remote, Segments: len(listing.Segments), Checkpoints: len(listing.Checkpoints)}
+					ac = &archiveCheck{}
+					if ve, err = checkArchive(c.Context, cl, remote, listing, 0, ac); err != nil {
+						return err
 					}
 				}
-				note, err := newestCheckpoint(c.Context, cl, url, listing)
-				if err != nil {
-					return err
+				// In the archive itself, the newest checkpoints usually
+				// cover entries of the segment still open on the host: check
+				// the newest one the shipped segments reach.
+				limit := rep.LastSeq
+				if remote != "" {
+					limit = math.MaxUint64
 				}
-				if note == nil && remote != "" {
+				if n := len(listing.Checkpoints); n > 0 {
+					ac.NewestCheckpoint = listing.Checkpoints[n-1].Size
+				}
+				var note []byte
+				if ve == nil {
+					if note, err = newestCheckpoint(c.Context, cl, url, listing, limit); err != nil {
+						return err
+					}
+				}
+				if ve == nil && note == nil && remote != "" {
 					return fmt.Errorf("no checkpoint was shipped to %s: nothing to check the local log against", remote)
 				}
 				if note != nil {
-					size, _ := ship.CheckpointSize(note)
-					ac.LastCheckpoint = size
-					// In the archive itself, the newest checkpoint usually
-					// covers entries of the segment still open on the host.
-					if remote != "" || size <= rep.LastSeq {
-						ve = checkAgainstShipped(c.Context, dir, rep.LastSeq, note, pub)
-						ac.Consistent = ve == nil
-					}
+					ac.LastCheckpoint, _ = ship.CheckpointSize(note)
+					ve = checkAgainstShipped(c.Context, dir, rep.LastSeq, note, pub)
+					ac.Consistent = ve == nil
 				}
 			}
 			elapsed := time.Since(start)
@@ -193,10 +202,10 @@ func printArchive(c *cli.Context, ac *archiveCheck, ve *auditlog.VerifyError) {
 	if !ac.MinRetainUntil.IsZero() {
 		fmt.Fprintf(w, "  retention    every object locked until at least %s\n", ac.MinRetainUntil.Format(time.RFC3339))
 	}
-	switch {
-	case ac.Consistent:
-		fmt.Fprintf(w, "  shipped      the log extends the newest shipped checkpoint (size %d)\n", ac.LastCheckpoint)
-	case ac.LastCheckpoint > 0:
-		fmt.Fprintf(w, "  shipped      newest checkpoint (size %d) covers entries whose segment is not shipped yet\n", ac.LastCheckpoint)
+	if ac.Consistent {
+		fmt.Fprintf(w, "  shipped      the log extends the shipped checkpoint of size %d\n", ac.LastCheckpoint)
+	}
+	if ac.NewestCheckpoint > ac.LastCheckpoint {
+		fmt.Fprintf(w, "  pending      newest shipped checkpoint (size %d) covers entries whose segment is not shipped yet\n", ac.NewestCheckpoint)
 	}
 }
