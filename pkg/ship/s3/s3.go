@@ -5,9 +5,13 @@
 package s3
 
 import (
+	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strconv"
@@ -196,9 +200,11 @@ func (s *Sink) putOpts(contentType string, meta map[string]string) minio.PutObje
 	return o
 }
 
-// exists reports whether name is already stored with size bytes, so a
-// retry after a crash does not upload a second version.
-func (s *Sink) exists(ctx context.Context, name string, size int64) (bool, error) {
+// exists reports whether name is already stored with these bytes, so a
+// retry after a crash does not upload a second version. An object of that
+// name with other content is an error, not something to overwrite: another
+// log writes under this host name (a reused name, a reset data directory).
+func (s *Sink) exists(ctx context.Context, name string, r io.ReadSeeker, size int64) (bool, error) {
 	st, err := s.client.StatObject(ctx, s.cfg.Bucket, name, minio.StatObjectOptions{})
 	if err != nil {
 		if minio.ToErrorResponse(err).StatusCode == 404 {
@@ -206,7 +212,22 @@ func (s *Sink) exists(ctx context.Context, name string, size int64) (bool, error
 		}
 		return false, fmt.Errorf("s3: stat %s: %w", name, err)
 	}
-	return st.Size == size, nil
+	h := md5.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return false, fmt.Errorf("s3: hash %s: %w", name, err)
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return false, fmt.Errorf("s3: %w", err)
+	}
+	etag := strings.Trim(st.ETag, `"`)
+	same := st.Size == size
+	if len(etag) == 32 && !strings.Contains(etag, "-") { // a single-part upload: the ETag is the MD5
+		same = same && etag == hex.EncodeToString(h.Sum(nil))
+	}
+	if !same {
+		return false, fmt.Errorf("s3: %s already exists with other content: another log ships under host %q (was the data directory reset or the host name reused?); set another prefix or host", name, s.cfg.Host)
+	}
+	return true, nil
 }
 
 // PutSegment implements ship.SegmentSink.
@@ -221,7 +242,7 @@ func (s *Sink) PutSegment(ctx context.Context, path string, first, last uint64, 
 	if err != nil {
 		return fmt.Errorf("s3: %w", err)
 	}
-	if ok, err := s.exists(ctx, name, st.Size()); err != nil || ok {
+	if ok, err := s.exists(ctx, name, f, st.Size()); err != nil || ok {
 		return err
 	}
 	meta := map[string]string{"first-seq": strconv.FormatUint(first, 10), "last-seq": strconv.FormatUint(last, 10)}
@@ -234,11 +255,12 @@ func (s *Sink) PutSegment(ctx context.Context, path string, first, last uint64, 
 // PutCheckpoint implements ship.SegmentSink.
 func (s *Sink) PutCheckpoint(ctx context.Context, c ship.Checkpoint) error {
 	name := ship.CheckpointObject(s.root(), s.cfg.Host, c.Size)
-	if ok, err := s.exists(ctx, name, int64(len(c.Note))); err != nil || ok {
+	body := bytes.NewReader(c.Note)
+	if ok, err := s.exists(ctx, name, body, int64(len(c.Note))); err != nil || ok {
 		return err
 	}
 	meta := map[string]string{"size": strconv.FormatUint(c.Size, 10)}
-	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, name, strings.NewReader(string(c.Note)), int64(len(c.Note)), s.putOpts("text/plain; charset=utf-8", meta)); err != nil {
+	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, name, body, int64(len(c.Note)), s.putOpts("text/plain; charset=utf-8", meta)); err != nil {
 		return fmt.Errorf("s3: upload %s: %w", name, err)
 	}
 	return nil

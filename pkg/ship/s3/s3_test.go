@@ -274,3 +274,59 @@ func TestUnreachableAtStartIsNotARefusal(t *testing.T) {
 		t.Fatalf("Status() = %+v; want the backlog and lag", st)
 	}
 }
+
+func TestLegalHold(t *testing.T) {
+	srv, c, bucket := setup(t, true)
+	ctx := context.Background()
+	dir := t.TempDir()
+	l := shiptest.OpenLog(t, dir, nil)
+	l.Write(t, 40)
+	l.Close(t)
+	k, err := s3.New(s3.Config{
+		Endpoint: s3.Endpoint{Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Insecure: true},
+		Bucket:   bucket, Prefix: "vigil", Host: "host-a", Mode: s3.Governance, Retention: time.Hour, LegalHold: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain(t, dir, k)
+	ls, err := s3.List(ctx, c, bucket, "vigil/host-a", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := ls.Segments[0].Name
+	st, err := c.StatObject(ctx, bucket, seg, minio.StatObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := st.Metadata.Get("X-Amz-Object-Lock-Legal-Hold"); h != "ON" {
+		t.Fatalf("%s legal hold %q; want ON", seg, h)
+	}
+	// Under a legal hold even the governance bypass cannot delete it.
+	for o := range c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: seg, WithVersions: true}) {
+		if err := c.RemoveObject(ctx, bucket, seg, minio.RemoveObjectOptions{VersionID: o.VersionID, GovernanceBypass: true}); err == nil {
+			t.Fatalf("deleting %s under legal hold succeeded; want refused", seg)
+		}
+	}
+}
+
+func TestOtherLogUnderSameNameNotOverwritten(t *testing.T) {
+	srv, _, bucket := setup(t, true)
+	for i, want := range []string{"", "other content"} {
+		dir := t.TempDir()
+		l := shiptest.OpenLog(t, dir, nil)
+		l.Write(t, 40)
+		l.Close(t)
+		sh, err := ship.New(ship.Config{Dir: dir, Host: "host-a"}, newSink(t, srv, bucket, s3.Governance, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sh.Check(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		err = sh.Drain(context.Background())
+		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Fatalf("log %d: Drain = %v; want error containing %q", i, err, want)
+		}
+	}
+}
