@@ -65,7 +65,7 @@ func (c ShipConfig) empty() bool { return len(c.S3)+len(c.NATS)+len(c.JSONL) == 
 // newShipper builds the configured sinks and checks each destination, so
 // a bucket that could lose data or a stream with limits stops the agent at
 // start with the reason. It returns nil when nothing is configured.
-func newShipper(ctx context.Context, cfg Config) (*ship.Shipper, error) {
+func newShipper(ctx context.Context, cfg Config, durable func() uint64) (*ship.Shipper, error) {
 	sc := cfg.Ship
 	if sc.empty() {
 		return nil, nil
@@ -142,7 +142,8 @@ func newShipper(ctx context.Context, cfg Config) (*ship.Shipper, error) {
 		}
 		sinks = append(sinks, k)
 	}
-	sh, err := ship.New(ship.Config{Dir: cfg.DataDir, Host: host, Interval: interval, Logger: cfg.Logger.With("component", "ship")}, sinks...)
+	sh, err := ship.New(ship.Config{Dir: cfg.DataDir, Host: host, Interval: interval,
+		Logger: cfg.Logger.With("component", "ship"), Durable: durable}, sinks...)
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("agent: %w", err)

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"regexp"
 	"sync"
 	"time"
@@ -67,6 +68,12 @@ type Config struct {
 	BatchSize  int           // messages per Publish for entry sinks; default 1000
 	Logger     *slog.Logger  // default: discard
 	Now        func() time.Time
+	// Durable, when set, returns the newest seq the writer has synced
+	// (auditlog.Log.Stats().DurableSeq). Entry sinks ship nothing beyond
+	// it: a frame read before its fsync could vanish in a power loss and
+	// its seq be reused by a different entry. Without it, every complete
+	// frame on disk is shipped (right for a log no process writes).
+	Durable func() uint64
 }
 
 // SinkStatus is one sink's progress, for `vigil status` and metrics.
@@ -437,7 +444,14 @@ func (r *runner) passEntries(ctx context.Context, k EntrySink) error {
 			batch = append(batch, checkpointMessage(r.cfg.Host, ck))
 			lastCkpt = ck.Size
 		}
+		limit := uint64(math.MaxUint64)
+		if r.cfg.Durable != nil {
+			limit = r.cfg.Durable()
+		}
 		err = auditlog.Scan(ctx, dir, cur.Seq+1, func(rec auditlog.Record) error {
+			if rec.Entry.Seq > limit {
+				return auditlog.ErrStop
+			}
 			if rec.Entry.Seq != lastSeq+1 {
 				return fmt.Errorf("local log skips from seq %d to %d: run vigil verify on %s", lastSeq, rec.Entry.Seq, dir)
 			}

@@ -283,3 +283,31 @@ func TestRetriesUntilTheSinkWorks(t *testing.T) {
 	<-done
 	sh.Close()
 }
+
+// TestDurableLimit: entries the writer has not synced are not shipped.
+func TestDurableLimit(t *testing.T) {
+	dir := t.TempDir()
+	l := shiptest.OpenLog(t, dir, nil)
+	l.Write(t, 20)
+	l.Close(t)
+	out := filepath.Join(t.TempDir(), "out.jsonl")
+	k, err := jsonl.New(jsonl.Config{Path: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	durable := uint64(12)
+	sh, err := ship.New(ship.Config{Dir: dir, Host: "host-a", Durable: func() uint64 { return durable }}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	for _, d := range []uint64{12, 20} {
+		durable = d
+		if err := sh.Drain(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := sh.Status()[0].LastSeq; got != d {
+			t.Fatalf("with durable seq %d shipped up to %d", d, got)
+		}
+	}
+}
