@@ -32,7 +32,19 @@ func setup(t *testing.T) fixture {
 		t.Fatal(err)
 	}
 	n := strings.ReplaceAll(shiptest.Name(t, "vigil"), "-", "_")
-	return fixture{url: url, stream: strings.ToUpper(n), subject: n, js: js}
+	f := fixture{url: url, stream: strings.ToUpper(n), subject: n, js: js}
+	// Streams can be deleted whole (deny_delete covers messages), so the
+	// shared server does not keep what each run made.
+	t.Cleanup(func() {
+		ctx := context.Background()
+		names := js.StreamNames(ctx)
+		for name := range names.Name() {
+			if strings.HasPrefix(name, f.stream) {
+				_ = js.DeleteStream(ctx, name)
+			}
+		}
+	})
+	return f
 }
 
 func (f fixture) sink(t *testing.T, create, allowLimits bool) *vnats.Sink {
