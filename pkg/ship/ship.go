@@ -154,9 +154,10 @@ func New(cfg Config, sinks ...Sink) (*Shipper, error) {
 // failure to retry.
 type RefusedError struct{ Err error }
 
+// Error returns the reason.
 func (e *RefusedError) Error() string { return e.Err.Error() }
 
-// Unwrap returns the reason.
+// Unwrap returns the wrapped reason.
 func (e *RefusedError) Unwrap() error { return e.Err }
 
 // Refuse wraps err as a RefusedError.
