@@ -87,6 +87,9 @@ func verifyCommand() *cli.Command {
 			if err != nil && !errors.As(err, &ve) {
 				return err
 			}
+			if isS3 && ve != nil && ve.Kind == auditlog.MissingLog {
+				ve.Reason = fmt.Sprintf("no segment was shipped to %s yet (%d checkpoint objects): the host has not sealed its first segment; check the host's log against them with --remote", src, len(listing.Checkpoints))
+			}
 			if ve == nil && isS3 {
 				ac = &archiveCheck{}
 				if ve, err = checkArchive(c.Context, cl, src, listing, minRet, ac); err != nil {
