@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/vigil-ebpf/vigil/internal/testenv"
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
+	"github.com/vigil-ebpf/vigil/pkg/ship"
 )
 
 func env(name, def string) string {
@@ -122,13 +124,21 @@ func (l *Log) Close(t testing.TB) {
 	}
 }
 
-// WaitCheckpoint waits until the log's checkpoint covers size entries.
+// WaitCheckpoint waits until the log's checkpoint file, which the
+// shipper reads, covers size entries (the writer updates it just after
+// its counters).
 func (l *Log) WaitCheckpoint(t testing.TB, size uint64) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for l.Stats().CheckpointSize < size {
+	for {
+		b, err := os.ReadFile(filepath.Join(l.Dir, auditlog.CheckpointFile))
+		if err == nil {
+			if n, err := ship.CheckpointSize(b); err == nil && n >= size {
+				return
+			}
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("checkpoint size %d; want %d", l.Stats().CheckpointSize, size)
+			t.Fatalf("checkpoint file does not cover %d entries after 10s (stats: %d)", size, l.Stats().CheckpointSize)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

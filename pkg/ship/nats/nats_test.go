@@ -211,7 +211,17 @@ func TestResumeAfterKill(t *testing.T) {
 		run(30 * time.Millisecond)
 	}
 	l.Close(t)
-	run(2 * time.Second)
+	// The last start runs to completion.
+	sh, err := ship.New(ship.Config{Dir: dir, Host: "host-a", BatchSize: 7}, f.sink(t, true, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	msgs := f.read(t)
 	// At least once: a message sent again after a cut may appear twice
 	// (JetStream drops it within its duplicate window); in order, no gaps.
