@@ -474,10 +474,17 @@ func (r *runner) passEntries(ctx context.Context, k EntrySink) error {
 		if err != nil && !full {
 			return err
 		}
-		r.mu.Lock()
-		if lastSeq > r.head {
-			r.head = lastSeq
+		// The newest local seq, for the backlog: a batch stops early, so
+		// also take what the writer and the checkpoint say.
+		head := lastSeq
+		if r.cfg.Durable != nil {
+			head = max(head, limit)
 		}
+		if haveCk {
+			head = max(head, ck.Size)
+		}
+		r.mu.Lock()
+		r.head = max(r.head, head)
 		r.pending, r.pendSeg, r.pendOff = firstT, firstSeg, firstOff
 		r.mu.Unlock()
 		if len(batch) == 0 {

@@ -245,7 +245,7 @@ func TestRetriesUntilTheSinkWorks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sh, err := ship.New(ship.Config{Dir: dir, Host: "host-a", Interval: 5 * time.Millisecond,
+	sh, err := ship.New(ship.Config{Dir: dir, Host: "host-a", Interval: 5 * time.Millisecond, BatchSize: 8,
 		MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}, k)
 	if err != nil {
 		t.Fatal(err)
