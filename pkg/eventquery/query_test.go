@@ -28,7 +28,7 @@ const (
 func testLog(t testing.TB, sv signature.SignerVerifier, n int) string {
 	t.Helper()
 	dir := t.TempDir()
-	opts := auditlog.Options{Signer: sv, Host: "node-1", SegmentMaxBytes: 128 << 10, CheckpointEvery: 500}
+	opts := auditlog.Options{Signer: sv, Host: "node-1", SegmentMaxBytes: 64 << 10, CheckpointEvery: 500}
 	if err := WriteSynthetic(context.Background(), dir, opts, n, t0, time.Duration(n)*testStep); err != nil {
 		t.Fatal(err)
 	}
