@@ -12,6 +12,7 @@ import (
 // state the data path publishes; none takes a lock the proxy holds.
 func (a *Agent) routes(s *api.Server) {
 	s.HandleFunc("GET "+api.Prefix+"/version", a.handleVersion)
+	s.HandleFunc("GET "+api.Prefix+"/events", a.handleEvents)
 }
 
 // VersionResponse is the body of GET /v1/version.

@@ -142,13 +142,11 @@ func readSegHeader(f io.ReaderAt, name string) (segHeader, error) {
 
 // record is one decoded entry frame.
 type record struct {
-	entry  auditlog.Entry
-	off    int64
-	canon  []byte // valid until the next read
-	hash   [32]byte
-	sig    []byte // valid until the next read
-	seqOK  bool
-	segRef *segment
+	entry auditlog.Entry
+	off   int64
+	canon []byte // valid until the next read
+	hash  [32]byte
+	sig   []byte // valid until the next read
 }
 
 // parseEntryFrame decodes an entry record body (docs/FORMAT.md 7.2).
