@@ -137,3 +137,15 @@ func TestEventsSocket(t *testing.T) {
 		t.Errorf("fallback note missing: %q", errs)
 	}
 }
+
+func TestBenchQuery(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "log")
+	code, out, errs := vigil(t, context.Background(), "bench", "query", "--dir", dir, "--entries", "3000", "--segment-bytes", "100000")
+	if code != 0 || !strings.Contains(out, "ratio") || !strings.Contains(out, "destination ip") {
+		t.Fatalf("bench query = %d, %q, %q", code, out, errs)
+	}
+	code, out, errs = vigil(t, context.Background(), "verify", "--pubkey", filepath.Join(dir, "signing.pub"), dir)
+	if code != 0 {
+		t.Errorf("verify after bench query = %d, %q, %q", code, out, errs)
+	}
+}
