@@ -297,9 +297,17 @@ func (x *segIndex) column(f field) (*column, error) {
 	if nd > len(b) {
 		return nil, badIndex("dictionary larger than its section")
 	}
+	// One string for the whole section; dictionary values are substrings
+	// of it, so a dictionary of thousands of values costs one allocation.
+	all := string(b)
 	c := &column{dict: make([]string, 0, nd)}
 	for range nd {
-		c.dict = append(c.dict, string(d.bytes(int(d.u16()))))
+		n := int(d.u16())
+		at := len(b) - len(d.b)
+		if d.bytes(n) == nil && n > 0 {
+			break
+		}
+		c.dict = append(c.dict, all[at:at+n])
 	}
 	w := int(d.u8())
 	if d.err != nil || (w != 1 && w != 2 && w != 4) || len(d.b) != w*x.count {
