@@ -139,7 +139,14 @@ func runEvents(c *cli.Context) error {
 			return err
 		}
 	}
-	return finishEvents(c.Context, enc, src.Run(c.Context, f, follow, emit))
+	err = finishEvents(c.Context, enc, src.Run(c.Context, f, follow, emit))
+	var ve *eventquery.VerifyError
+	if errors.As(err, &ve) {
+		// Like vigil verify: the command ran and found a forged or changed entry.
+		fmt.Fprintf(c.App.ErrWriter, "vigil: %v\n", err)
+		return failedError{err.Error()}
+	}
+	return err
 }
 
 // finishEvents flushes what was printed; Ctrl-C while following is a

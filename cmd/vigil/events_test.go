@@ -74,7 +74,7 @@ func TestEventsDataDir(t *testing.T) {
 	other := filepath.Join(t.TempDir(), "other")
 	p, _ := keys.WritePair(other, keys.Ed25519, nil)
 	code, _, errs = vigil(t, ctx, "events", "--data-dir", dir, "--verify", "--pubkey", p.PublicPath)
-	if code != exitInternal || !strings.Contains(errs, "signature does not verify") {
+	if code != exitFailure || !strings.Contains(errs, "signature does not verify") {
 		t.Errorf("events --verify with another key = %d, %s", code, errs)
 	}
 	for _, bad := range [][]string{{"--since", "soon"}, {"-o", "yaml"}, {"--follow", "--reverse"}, {"--verify"}, {"--dst", "x"}} {
