@@ -251,3 +251,16 @@ func TestEmptyAndMissing(t *testing.T) {
 		t.Errorf("missing directory: %v", err)
 	}
 }
+
+func TestIndexBesideWritableLog(t *testing.T) {
+	dir := testLog(t, testenv.Signer(t), 1500)
+	_, st := runQuery(t, &Source{Dir: dir}, url.Values{})
+	found, _ := filepath.Glob(filepath.Join(dir, "index", "segment-*"+idxSuffix))
+	if st.Built == 0 || len(found) != st.Built {
+		t.Errorf("built %d, found %d index files in DIR/index", st.Built, len(found))
+	}
+	// The log readers do not mind the index directory.
+	if got := allEntries(t, dir); len(got) != 1500 {
+		t.Errorf("auditlog.Scan after indexing: %d entries", len(got))
+	}
+}
