@@ -118,7 +118,7 @@ type Filter struct {
 	ToSeq        uint64    // last seq, inclusive (0: no bound)
 	Limit        int       // at most this many results (0: all)
 	Reverse      bool      // newest first
-	Grep         string    // case-insensitive substring of any attribute value
+	Grep         string    // case-insensitive substring of any attribute value (statement, command, path, ...)
 
 	conds []cond                       // indexed conditions
 	extra []func(*auditlog.Entry) bool // conditions the index cannot answer
@@ -248,8 +248,8 @@ func ParseValues(q url.Values, now time.Time) (*Filter, error) {
 		f.Grep = s
 		needle := strings.ToLower(s)
 		f.extra = append(f.extra, func(e *auditlog.Entry) bool {
-			for k, v := range e.Attrs {
-				if strings.Contains(strings.ToLower(v), needle) || strings.Contains(strings.ToLower(k), needle) {
+			for _, v := range e.Attrs {
+				if strings.Contains(strings.ToLower(v), needle) {
 					return true
 				}
 			}

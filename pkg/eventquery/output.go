@@ -113,10 +113,9 @@ const (
 	wSeq    = 8
 	wTime   = 14 // 01-02 15:04:05
 	wType   = 11
-	wWho    = 22
-	wDst    = 21
-	wDec    = 5
-	wDetail = 100 - (wSeq + wTime + wType + wWho + wDst + wDec + 6)
+	wWho    = 20
+	wDst    = 21 // 255.255.255.255:65535
+	wDetail = 100 - (wSeq + wTime + wType + wWho + wDst + 5)
 )
 
 type tableEncoder struct {
@@ -126,7 +125,7 @@ type tableEncoder struct {
 }
 
 func (t *tableEncoder) row(cols ...string) error {
-	widths := []int{wSeq, wTime, wType, wWho, wDst, wDec, wDetail}
+	widths := []int{wSeq, wTime, wType, wWho, wDst, wDetail}
 	var b strings.Builder
 	for i, c := range cols {
 		c = fit(c, widths[i])
@@ -159,12 +158,12 @@ func fit(s string, n int) string {
 func (t *tableEncoder) Encode(e *auditlog.Entry) error {
 	if !t.header {
 		t.header = true
-		if err := t.row("SEQ", "TIME", "TYPE", "WHO", "DST", "VERDT", "DETAIL"); err != nil {
+		if err := t.row("SEQ", "TIME", "TYPE", "WHO", "DST", "DETAIL"); err != nil {
 			return err
 		}
 	}
 	return t.row(strconv.FormatUint(e.Seq, 10), e.Time.In(t.loc).Format("01-02 15:04:05"), string(e.Type),
-		who(e), e.Dst, string(e.Decision), detail(e))
+		who(e), e.Dst, detail(e))
 }
 
 func (t *tableEncoder) Flush() error { return t.w.Flush() }
@@ -191,10 +190,15 @@ func who(e *auditlog.Entry) string {
 // detailKeys are the attributes worth a glance, most telling first.
 var detailKeys = []string{"statement", "query", "command", "method", "path", "sni", "host", "reason", "error"}
 
-// detail is the rule and the most telling attributes.
+// detail is what is unusual about the verdict (a deny or audit and its
+// rule; allow by the default rule says nothing) and the most telling
+// attributes.
 func detail(e *auditlog.Entry) string {
 	var parts []string
-	if e.Rule != "" {
+	if e.Decision != "" && e.Decision != auditlog.Allow {
+		parts = append(parts, strings.ToUpper(string(e.Decision)))
+	}
+	if e.Rule != "" && (e.Rule != "default" || len(parts) > 0) {
 		parts = append(parts, e.Rule+":")
 	}
 	seen := 0
@@ -209,5 +213,5 @@ func detail(e *auditlog.Entry) string {
 			parts = append(parts, k+"="+e.Attrs[k])
 		}
 	}
-	return strings.Join(parts, " ")
+	return strings.TrimSuffix(strings.Join(parts, " "), ":")
 }
