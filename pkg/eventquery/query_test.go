@@ -28,8 +28,25 @@ const (
 func testLog(t testing.TB, sv signature.SignerVerifier, n int) string {
 	t.Helper()
 	dir := t.TempDir()
-	opts := auditlog.Options{Signer: sv, Host: "node-1", SegmentMaxBytes: 64 << 10, CheckpointEvery: 500}
-	if err := WriteSynthetic(context.Background(), dir, opts, n, t0, time.Duration(n)*testStep); err != nil {
+	ctx := context.Background()
+	l, err := auditlog.Open(ctx, dir, auditlog.Options{Signer: sv, Host: "node-1", SegmentMaxBytes: 64 << 10, CheckpointEvery: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait every 50 entries: the writer rotates between batches, so small
+	// batches give the same segment layout on a busy machine as on an idle one.
+	for i := range n {
+		a, err := l.AppendLazy(ctx, SyntheticEntry(i, t0, testStep))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 49 || i == n-1 {
+			if err := a.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return dir
