@@ -28,11 +28,6 @@ func bulk(v string) string { return fmt.Sprintf("$%d\r\n%s\r\n", len(v), v) }
 
 func TestParse(t *testing.T) {
 	big := strings.Repeat("v", 200<<10)
-	var mset []string
-	mset = append(mset, "MSET")
-	for i := range 4000 {
-		mset = append(mset, fmt.Sprintf("key:%04d", i), "value-of-some-length")
-	}
 	tests := []struct {
 		name     string
 		noRedact bool

@@ -23,7 +23,6 @@ type walker struct {
 	stack []frame // open aggregates, innermost last
 	bulk  int64   // payload bytes of the current bulk string still to come
 	crlf  bool    // the current bulk's payload is done; its CRLF is due
-	depth int     // attribute nesting, so an attribute is not counted as an element
 }
 
 // frame is one open aggregate: elements left, and whether it is an
@@ -32,9 +31,6 @@ type frame struct {
 	left int64
 	attr bool
 }
-
-// idle reports that the walker is between values.
-func (w *walker) idle() bool { return len(w.stack) == 0 && w.bulk == 0 && !w.crlf }
 
 // advance consumes as much of b as it can. It returns how many bytes it
 // consumed and whether a whole top-level value ended there (it stops right
