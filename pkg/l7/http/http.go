@@ -32,6 +32,7 @@ type Parser struct {
 	respScan   int
 	respFrom   *waiting // the request the response in progress answers
 	respStatus int
+	respReason string
 	serverDone bool
 
 	mu      sync.Mutex
@@ -371,7 +372,7 @@ func (p *Parser) parseServer(b []byte) ([]l7.Message, error) {
 			if !done {
 				break
 			}
-			msgs = append(msgs, l7.Message{Len: n - from, Response: p.finish(nil)})
+			msgs = append(msgs, l7.Message{Len: n - from, Response: p.finish()})
 			from = n
 			continue
 		}
@@ -427,7 +428,7 @@ func (p *Parser) response(head []byte) (*l7.Response, error) {
 	if code >= 100 && code < 200 && code != 101 {
 		return nil, nil // interim: 100 Continue, 103 Early Hints
 	}
-	p.respFrom, p.respStatus = w, code
+	p.respFrom, p.respStatus, p.respReason = w, code, reason
 	p.respBody = body{}
 	var reqHead, connect, upgrade bool
 	if w != nil {
@@ -454,15 +455,15 @@ func (p *Parser) response(head []byte) (*l7.Response, error) {
 		// No length: the body runs until the server closes.
 		p.serverDone = true
 	}
-	return p.finish(&reason), nil
+	return p.finish(), nil
 }
 
 // finish completes the oldest request with the response just read.
-func (p *Parser) finish(reason *string) *l7.Response {
+func (p *Parser) finish() *l7.Response {
 	w := p.respFrom
 	resp := &l7.Response{Status: strconv.Itoa(p.respStatus), Bytes: p.respBody.total, Time: p.now()}
-	if reason != nil && p.respStatus >= 400 {
-		resp.Error = clip(strings.ToValidUTF8(*reason, "\uFFFD"), l7.MaxText)
+	if p.respStatus >= 400 {
+		resp.Error = clip(strings.ToValidUTF8(p.respReason, "\uFFFD"), l7.MaxText)
 	}
 	p.respFrom = nil
 	if w == nil {

@@ -27,6 +27,15 @@ func hasSubcommand(name string) bool {
 	return false
 }
 
+// allKeys reports commands whose arguments are all keys, shown in full.
+func allKeys(name string) bool {
+	switch name {
+	case "DEL", "UNLINK", "EXISTS", "MGET", "TOUCH", "WATCH", "SINTER", "SUNION", "SDIFF", "PFCOUNT":
+		return true
+	}
+	return false
+}
+
 // isKeyless reports commands whose first argument is not a key (or that have
 // none), so Target stays empty.
 func isKeyless(name string) bool {
@@ -130,7 +139,7 @@ func (c *command) request(redact bool, multi bool) *l7.Request {
 		switch {
 		case i >= int64(len(c.args)):
 			t.WriteByte('?')
-		case int(i) == key || (i == 1 && sub != "") || configName(name, sub, i) || (name == "HELLO" && i == 1):
+		case int(i) == key || (i == 1 && sub != "") || configName(name, sub, i) || allKeys(name) || (name == "HELLO" && i == 1):
 			t.WriteString(quote(c.args[i]))
 		case secret(name, sub, c.args, int(i)), redact:
 			t.WriteByte('?')

@@ -29,7 +29,7 @@ func (c *captureConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *captureConn) SetWriteDeadline(time.Time) error { return nil }
 
 // hello returns the ClientHello crypto/tls sends with cfg.
-func hello(t *testing.T, cfg *gotls.Config) []byte {
+func hello(t testing.TB, cfg *gotls.Config) []byte {
 	t.Helper()
 	conn := &captureConn{}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

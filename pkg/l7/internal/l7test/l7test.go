@@ -222,15 +222,8 @@ func ReadSession(path string) ([]Step, error) {
 }
 
 // WriteFuzzSeed stores a seed in the go test fuzz corpus format for a
-// target taking (client, server []byte).
+// target taking (client, server []byte, split uint8), as Fuzz does.
 func WriteFuzzSeed(path string, client, server []byte) error {
-	s := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n[]byte(%q)\n", client, server)
+	s := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n[]byte(%q)\nuint8(7)\n", client, server)
 	return os.WriteFile(path, []byte(s), 0o644)
-}
-
-func dirOf(d int) l7.Dir {
-	if d == 1 {
-		return l7.FromServer
-	}
-	return l7.FromClient
 }

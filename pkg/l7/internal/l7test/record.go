@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/vigil-ebpf/vigil/pkg/l7"
 )
 
 // Recorder relays TCP connections from a loopback listener to a target
@@ -16,7 +18,7 @@ type Recorder struct {
 	wg     sync.WaitGroup
 
 	mu    sync.Mutex
-	steps []Step
+	conns [][]Step // per connection, in the order they were accepted
 }
 
 // NewRecorder listens on 127.0.0.1 and relays to target.
@@ -38,13 +40,13 @@ func (r *Recorder) Addr() string { return r.ln.Addr().String() }
 func (r *Recorder) Port() int { return r.ln.Addr().(*net.TCPAddr).Port }
 
 // Close stops accepting, waits for the relayed connections to end, and
-// returns the steps of all of them.
-func (r *Recorder) Close() []Step {
+// returns the steps of each connection.
+func (r *Recorder) Close() [][]Step {
 	r.ln.Close()
 	r.wg.Wait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.steps
+	return r.conns
 }
 
 func (r *Recorder) accept() {
@@ -54,15 +56,19 @@ func (r *Recorder) accept() {
 		if err != nil {
 			return
 		}
+		r.mu.Lock()
+		i := len(r.conns)
+		r.conns = append(r.conns, nil)
+		r.mu.Unlock()
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			r.relay(c.(*net.TCPConn))
+			r.relay(c.(*net.TCPConn), i)
 		}()
 	}
 }
 
-func (r *Recorder) relay(client *net.TCPConn) {
+func (r *Recorder) relay(client *net.TCPConn, i int) {
 	defer client.Close()
 	c, err := net.Dial("tcp", r.target)
 	if err != nil {
@@ -72,20 +78,20 @@ func (r *Recorder) relay(client *net.TCPConn) {
 	defer server.Close()
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); r.copy(server, client, 0) }()
-	go func() { defer wg.Done(); r.copy(client, server, 1) }()
+	go func() { defer wg.Done(); r.copy(server, client, i, l7.FromClient) }()
+	go func() { defer wg.Done(); r.copy(client, server, i, l7.FromServer) }()
 	wg.Wait()
 }
 
 // copy relays src to dst, recording each read before writing it, so the
 // recorded order is one the connection could have had.
-func (r *Recorder) copy(dst, src *net.TCPConn, d int) {
+func (r *Recorder) copy(dst, src *net.TCPConn, i int, d l7.Dir) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			r.mu.Lock()
-			r.steps = append(r.steps, Step{Dir: dirOf(d), Data: append([]byte(nil), buf[:n]...)})
+			r.conns[i] = append(r.conns[i], Step{Dir: d, Data: append([]byte(nil), buf[:n]...)})
 			r.mu.Unlock()
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
