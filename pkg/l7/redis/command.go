@@ -115,24 +115,25 @@ func secret(name, sub string, args [][]byte, i int) bool {
 
 // request turns a command into the audit's view of it.
 func (c *command) request(redact bool, multi bool) *l7.Request {
-	name := strings.ToUpper(word(c.args[0], 64))
-	req := &l7.Request{Protocol: "redis", Kind: name, Attrs: map[string]string{}}
+	name := upperWord(c.args[0])
+	req := &l7.Request{Protocol: "redis", Kind: name}
 	var sub string
 	if hasSubcommand(name) && len(c.args) > 1 {
 		sub = strings.ToUpper(word(c.args[1], 64))
-		req.Attrs["subcommand"] = sub
+		setAttr(req, "subcommand", sub)
 	}
 	key := keyAt(name, c.args)
 	if key >= 0 && key < len(c.args) {
 		req.Target = clip(strings.ToValidUTF8(string(clipBytes64k(c.args[key])), "\uFFFD"))
 	}
 	if multi {
-		req.Attrs["multi"] = "true"
+		setAttr(req, "multi", "true")
 	}
 	if c.argc > int64(len(c.args)) {
-		req.Attrs["streamed"] = "true"
+		setAttr(req, "streamed", "true")
 	}
 	var t strings.Builder
+	t.Grow(min(l7.MaxText, len(name)+int(c.argc)*2+len(req.Target)))
 	t.WriteString(name)
 	for i := int64(1); i < c.argc && t.Len() < l7.MaxText; i++ {
 		t.WriteByte(' ')
@@ -151,6 +152,15 @@ func (c *command) request(redact bool, multi bool) *l7.Request {
 	return req
 }
 
+// setAttr sets one attribute, making the map only for requests that
+// have any.
+func setAttr(req *l7.Request, k, v string) {
+	if req.Attrs == nil {
+		req.Attrs = make(map[string]string, 2)
+	}
+	req.Attrs[k] = v
+}
+
 // word returns up to n bytes of b as valid UTF-8.
 func word(b []byte, n int) string {
 	if len(b) > n {
@@ -163,6 +173,16 @@ func word(b []byte, n int) string {
 // spaces, and Go-quoted otherwise, so the log line splits unambiguously.
 func quote(b []byte) string {
 	b = clipBytes64k(b)
+	plain := len(b) > 0
+	for _, c := range b {
+		if c <= ' ' || c == '"' || c >= 0x7f {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return string(b) // the common case: printable ASCII
+	}
 	if len(b) > 0 && utf8.Valid(b) && bytes.IndexFunc(b, func(r rune) bool {
 		return r <= ' ' || r == '"' || r == 0x7f || r == utf8.RuneError
 	}) < 0 {
@@ -190,4 +210,17 @@ func clip(s string) string {
 // which say what changes and are not values.
 func configName(name, sub string, i int64) bool {
 	return name == "CONFIG" && (sub == "GET" || sub == "SET" && i%2 == 0)
+}
+
+// upperWord is the command name in upper case, converted once.
+func upperWord(b []byte) string {
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	for _, c := range b {
+		if c >= 'a' && c <= 'z' || c >= 0x80 {
+			return strings.ToUpper(strings.ToValidUTF8(string(b), "\uFFFD"))
+		}
+	}
+	return string(b)
 }

@@ -20,6 +20,7 @@ type Parser struct {
 	now  func() time.Time
 
 	// Client side, touched only by the client direction.
+	cmd command // scratch for the command being read; its args point into Parse's input
 	tail   walker // the rest of a command streamed after its request
 	inTail bool
 	multi  bool // between MULTI and EXEC/DISCARD
@@ -30,7 +31,7 @@ type Parser struct {
 	cur     replyInfo // the reply being walked
 
 	mu         sync.Mutex // guards what both directions share
-	pending    []*waiting // commands sent, oldest first
+	pending    []waiting // commands sent, oldest first
 	resp3      bool       // HELLO 3 succeeded: subscribe confirmations are pushes
 	subscribed bool       // RESP2 subscribed mode: message arrays are pushes
 }
@@ -106,6 +107,7 @@ func (p *Parser) parseClient(b []byte) ([]l7.Message, error) {
 		}
 		msgs = append(msgs, l7.Message{Len: k, Request: p.sent(cmd)})
 	}
+	clear(p.cmd.args[:cap(p.cmd.args)]) // keep no reference to the proxy's buffer
 	if n == 0 && len(b) >= l7.MaxBuffer {
 		return nil, fmt.Errorf("redis: no command in %d bytes: %w", len(b), l7.ErrTooLarge)
 	}
@@ -126,9 +128,9 @@ func appendBody(msgs []l7.Message, k int) []l7.Message {
 func (p *Parser) sent(cmd *command) *l7.Request {
 	req := cmd.request(p.opts.Redact, p.multi)
 	if req.Kind == "EXEC" || req.Kind == "DISCARD" {
-		delete(req.Attrs, "multi")
+		delete(req.Attrs, "multi") // a no-op on a nil map
 	}
-	w := &waiting{req: req, name: req.Kind}
+	w := waiting{req: req, name: req.Kind}
 	switch req.Kind {
 	case "MULTI":
 		p.multi = true
@@ -169,7 +171,8 @@ func (p *Parser) readArray(b []byte) (*command, int, error) {
 	if argc <= 0 {
 		return nil, n, nil
 	}
-	cmd := &command{argc: argc}
+	cmd := &p.cmd
+	cmd.args, cmd.argc = cmd.args[:0], argc
 	for i := int64(0); i < argc; i++ {
 		line, k, err := readLine(b[n:])
 		if err != nil {
@@ -506,7 +509,7 @@ func (p *Parser) complete() *l7.Response {
 		if len(p.pending) == 0 || p.pending[0].name != info.confirm {
 			return nil
 		}
-		w := p.pending[0]
+		w := &p.pending[0]
 		if w.left--; w.left > 0 && info.count != 0 {
 			return nil
 		}
@@ -514,7 +517,7 @@ func (p *Parser) complete() *l7.Response {
 		return nil
 	}
 	w := p.pending[0]
-	p.pending[0] = nil
+	p.pending[0] = waiting{}
 	p.pending = p.pending[1:]
 	if len(p.pending) == 0 {
 		p.pending = nil // let the backing array go
@@ -537,8 +540,8 @@ func (p *Parser) complete() *l7.Response {
 // a reply.
 func (p *Parser) Deny(req *l7.Request, reason string) []byte {
 	p.mu.Lock()
-	for i, w := range p.pending {
-		if w.req == req {
+	for i := range p.pending {
+		if p.pending[i].req == req {
 			p.pending = append(p.pending[:i], p.pending[i+1:]...)
 			break
 		}
