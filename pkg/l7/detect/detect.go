@@ -140,18 +140,22 @@ func server(p []byte) (string, bool) {
 // " HTTP/1.x".
 func textual(port uint16, p []byte) (string, bool) {
 	i := bytes.IndexByte(p, '\n')
+	line := p
+	if i >= 0 {
+		line = p[:i]
+	}
+	for _, c := range line {
+		if c < ' ' && c != '\r' && c != '\t' || c >= 0x7f {
+			return "", true // text protocols start with a printable line
+		}
+	}
+	if len(line) >= maxProbe {
+		return "", true
+	}
 	if i < 0 {
-		if len(p) >= maxProbe {
-			return "", true
-		}
-		for _, c := range p {
-			if c < ' ' && c != '\r' && c != '\t' || c >= 0x7f {
-				return "", true
-			}
-		}
 		return "", false
 	}
-	line := bytes.TrimSuffix(p[:i], []byte("\r"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
 	if isHTTPLine(line) {
 		return HTTP, true
 	}

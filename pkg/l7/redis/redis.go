@@ -20,8 +20,8 @@ type Parser struct {
 	now  func() time.Time
 
 	// Client side, touched only by the client direction.
-	cmd command // scratch for the command being read; its args point into Parse's input
-	tail   walker // the rest of a command streamed after its request
+	cmd    command // scratch for the command being read; its args point into Parse's input
+	tail   walker  // the rest of a command streamed after its request
 	inTail bool
 	multi  bool // between MULTI and EXEC/DISCARD
 
@@ -31,7 +31,7 @@ type Parser struct {
 	cur     replyInfo // the reply being walked
 
 	mu         sync.Mutex // guards what both directions share
-	pending    []waiting // commands sent, oldest first
+	pending    []waiting  // commands sent, oldest first
 	resp3      bool       // HELLO 3 succeeded: subscribe confirmations are pushes
 	subscribed bool       // RESP2 subscribed mode: message arrays are pushes
 }
