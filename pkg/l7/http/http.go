@@ -131,10 +131,22 @@ func headEnd(b []byte, scan *int, request bool) (int, error) {
 	if err := checkStart(b, request); err != nil {
 		return 0, err
 	}
-	from := max(0, *scan-3)
-	if i := bytes.Index(b[from:], []byte("\r\n\r\n")); i >= 0 {
-		*scan = 0
-		return from + i + 4, nil
+	// Every LF must end a CRLF; the head ends at the first empty line.
+	for i := *scan; i < len(b); {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j
+		if i == 0 || b[i-1] != '\r' {
+			*scan = 0
+			return 0, fmt.Errorf("http: line not ended by CRLF: %w", l7.ErrProtocol)
+		}
+		if i >= 3 && b[i-3] == '\r' && b[i-2] == '\n' {
+			*scan = 0
+			return i + 1, nil
+		}
+		i++
 	}
 	if len(b) >= l7.MaxBuffer {
 		*scan = 0

@@ -185,6 +185,7 @@ func TestParseErrors(t *testing.T) {
 		{"two lengths", []l7test.Step{c("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")}, l7.ErrProtocol},
 		{"bad chunk size", []l7test.Step{c("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")}, l7.ErrProtocol},
 		{"chunk without CRLF", []l7test.Step{c("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab")}, l7.ErrProtocol},
+		{"bare LF", []l7test.Step{c("GET / HTTP/1.1\nHost: h\n\n")}, l7.ErrProtocol},
 		{"header without colon", []l7test.Step{c("GET / HTTP/1.1\r\nHost\r\n\r\n")}, l7.ErrProtocol},
 		{"response not http", []l7test.Step{c(get("/")), s("SSH-2.0-OpenSSH\r\n")}, l7.ErrProtocol},
 		{"bad status", []l7test.Step{c(get("/")), s("HTTP/1.1 2x0 OK\r\n\r\n")}, l7.ErrProtocol},
