@@ -17,6 +17,12 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/l7"
 )
 
+// maxPending bounds the requests waiting for responses. Real clients
+// pipeline a handful at most; the parser needs each one to know how its
+// response ends (HEAD, CONNECT), so past the bound it gives up with
+// ErrTooLarge rather than hold an unbounded queue.
+const maxPending = 1024
+
 // Parser follows one HTTP/1.1 connection. Create it with New.
 type Parser struct {
 	opts l7.Options
@@ -106,6 +112,12 @@ func (p *Parser) parseClient(b []byte) ([]l7.Message, error) {
 		w, err := p.request(b[n : n+end])
 		if err != nil {
 			return nil, err
+		}
+		p.mu.Lock()
+		waiting := len(p.pending)
+		p.mu.Unlock()
+		if waiting >= maxPending {
+			return nil, fmt.Errorf("http: more than %d pipelined requests wait for responses: %w", maxPending, l7.ErrTooLarge)
 		}
 		msgs = append(msgs, l7.Message{Len: end, Request: w.req})
 		n += end

@@ -264,3 +264,13 @@ func TestDenyPipelined(t *testing.T) {
 		t.Errorf("%d requests still wait", len(p.pending))
 	}
 }
+
+// TestPendingBounded: past maxPending requests without responses, the
+// parser gives up instead of queueing without bound.
+func TestPendingBounded(t *testing.T) {
+	p := New(l7.DefaultOptions())
+	_, err := p.Parse(l7.FromClient, []byte(strings.Repeat("HEAD / HTTP/1.1\r\n\r\n", maxPending+1)))
+	if !errors.Is(err, l7.ErrTooLarge) {
+		t.Fatalf("Parse() error = %v; want ErrTooLarge", err)
+	}
+}

@@ -14,6 +14,13 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/l7"
 )
 
+// maxPending bounds the commands a connection may have waiting for
+// replies with their requests kept for pairing. A client may pipeline
+// without reading (redis-cli --pipe sends everything first); commands past
+// the bound are still reported, but their replies complete nothing until
+// the server has caught up, so memory stays bounded.
+const maxPending = 1024
+
 // Parser follows one Redis connection. Create it with New.
 type Parser struct {
 	opts l7.Options
@@ -32,6 +39,7 @@ type Parser struct {
 
 	mu         sync.Mutex // guards what both directions share
 	pending    []waiting  // commands sent, oldest first
+	untracked  int        // commands sent after pending filled up, in order after it
 	resp3      bool       // HELLO 3 succeeded: subscribe confirmations are pushes
 	subscribed bool       // RESP2 subscribed mode: message arrays are pushes
 }
@@ -150,7 +158,11 @@ func (p *Parser) sent(cmd *command) *l7.Request {
 	if w.left > 0 && !p.resp3 && strings.HasSuffix(req.Kind, "SUBSCRIBE") && !strings.Contains(req.Kind, "UN") {
 		p.subscribed = true
 	}
-	p.pending = append(p.pending, w)
+	if len(p.pending) < maxPending && p.untracked == 0 {
+		p.pending = append(p.pending, w)
+	} else {
+		p.untracked++
+	}
 	p.mu.Unlock()
 	return req
 }
@@ -513,7 +525,12 @@ func (p *Parser) complete() *l7.Response {
 		if w.left--; w.left > 0 && info.count != 0 {
 			return nil
 		}
-	} else if info.push || len(p.pending) == 0 {
+	} else if info.push {
+		return nil
+	} else if len(p.pending) == 0 {
+		if p.untracked > 0 {
+			p.untracked--
+		}
 		return nil
 	}
 	w := p.pending[0]
@@ -540,11 +557,16 @@ func (p *Parser) complete() *l7.Response {
 // a reply.
 func (p *Parser) Deny(req *l7.Request, reason string) []byte {
 	p.mu.Lock()
+	found := false
 	for i := range p.pending {
 		if p.pending[i].req == req {
 			p.pending = append(p.pending[:i], p.pending[i+1:]...)
+			found = true
 			break
 		}
+	}
+	if !found && p.untracked > 0 {
+		p.untracked-- // req was one of them: no reply will come for it
 	}
 	p.mu.Unlock()
 	msg := "denied by policy"

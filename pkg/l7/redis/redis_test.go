@@ -300,3 +300,31 @@ func TestMemoryBounded(t *testing.T) {
 		t.Fatalf("%d bytes left", len(held))
 	}
 }
+
+// TestPendingBounded: a client that pipelines more commands than the
+// parser keeps for pairing still has every command reported, replies
+// complete the tracked ones, and the parser keeps no more than maxPending.
+func TestPendingBounded(t *testing.T) {
+	const n = maxPending + 500
+	p := New(l7.DefaultOptions())
+	msgs, err := p.Parse(l7.FromClient, []byte(strings.Repeat(cmd("INCR", "n"), n)))
+	if err != nil || len(msgs) != n {
+		t.Fatalf("Parse() = %d messages, %v; want %d", len(msgs), err, n)
+	}
+	if len(p.pending) != maxPending || p.untracked != n-maxPending {
+		t.Fatalf("pending %d, untracked %d; want %d, %d", len(p.pending), p.untracked, maxPending, n-maxPending)
+	}
+	msgs, err = p.Parse(l7.FromServer, []byte(strings.Repeat(":1\r\n", n)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	completed := 0
+	for _, m := range msgs {
+		if m.Response != nil {
+			completed++
+		}
+	}
+	if completed != maxPending || len(p.pending) != 0 || p.untracked != 0 {
+		t.Errorf("completed %d, pending %d, untracked %d; want %d, 0, 0", completed, len(p.pending), p.untracked, maxPending)
+	}
+}
