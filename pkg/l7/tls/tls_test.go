@@ -6,10 +6,13 @@ import (
 	gotls "crypto/tls"
 	"errors"
 	"net"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vigil-ebpf/vigil/internal/testenv"
 	"github.com/vigil-ebpf/vigil/pkg/l7"
 	"github.com/vigil-ebpf/vigil/pkg/l7/internal/l7test"
 )
@@ -164,5 +167,49 @@ func TestDeny(t *testing.T) {
 	err = gotls.Client(client, &gotls.Config{ServerName: "blocked.test"}).Handshake()
 	if err == nil || !strings.Contains(err.Error(), "access denied") {
 		t.Errorf("client handshake error = %v; want access denied", err)
+	}
+}
+
+// TestDenyCurl: curl, given the Deny alert in place of a ServerHello,
+// fails the handshake and says the server denied access.
+func TestDenyCurl(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		testenv.Need(t, "curl", "not installed (scripts/e2e-env.sh start installs it)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		p := New(l7.DefaultOptions())
+		var held []byte
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			held = append(held, buf[:n]...)
+			msgs, err := p.Parse(l7.FromClient, held)
+			if err != nil {
+				return
+			}
+			if len(msgs) > 0 && msgs[0].Request != nil {
+				c.Write(p.Deny(msgs[0].Request, "test"))
+				return
+			}
+		}
+	}()
+	host := "denied.example.test:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	out, err := exec.Command("curl", "-sS", "-k", "--resolve", host+":127.0.0.1", "https://"+host+"/").CombinedOutput()
+	t.Logf("curl: %s", out)
+	if err == nil || !strings.Contains(string(out), "access denied") {
+		t.Errorf("curl = %v, %q; want a failure naming access denied", err, out)
 	}
 }
