@@ -470,6 +470,10 @@ func (p *Parser) response(head []byte) (*l7.Response, error) {
 	case h.chunked:
 		p.respBody = body{mode: bodyChunked}
 		return nil, nil
+	case h.te:
+		// A transfer coding other than chunked last: the body runs until
+		// the server closes, whatever Content-Length says (RFC 9112, 6.3).
+		p.serverDone = true
 	case h.length >= 0:
 		if h.length > 0 {
 			p.respBody = body{mode: bodyLength, left: h.length}

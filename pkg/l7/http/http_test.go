@@ -138,6 +138,14 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
+			name: "response with a transfer coding other than chunked",
+			steps: []l7test.Step{
+				c(get("/gz")),
+				s("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\n\x1f\x8b..."),
+			},
+			want: []string{`> http GET "GET /gz" target="example.test" path="/gz" version="HTTP/1.1"`, `< 200 bytes=0`},
+		},
+		{
 			name: "big bodies",
 			steps: []l7test.Step{
 				c(fmt.Sprintf("POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", len(big), big)),
