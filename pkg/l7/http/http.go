@@ -239,30 +239,32 @@ func parseHead(head []byte) (string, header, error) {
 				return "", h, fmt.Errorf("http: bad header name %q: %w", clipBytes(name), l7.ErrProtocol)
 			}
 		}
-		value := string(bytes.Trim(line[colon+1:], " \t"))
-		if strings.ContainsAny(value, "\r\n\x00") {
+		raw := bytes.Trim(line[colon+1:], " \t")
+		if bytes.ContainsAny(raw, "\r\n\x00") {
 			return "", h, fmt.Errorf("http: bad header value: %w", l7.ErrProtocol)
 		}
+		// Only the headers the parser needs become strings.
+		value := func() string { return string(raw) }
 		switch {
 		case equalFold(name, "host"):
-			h.host = value
+			h.host = value()
 		case equalFold(name, "content-length"):
-			v, err := strconv.ParseInt(value, 10, 64)
+			v, err := strconv.ParseInt(value(), 10, 64)
 			if err != nil || v < 0 || (h.length >= 0 && h.length != v) {
-				return "", h, fmt.Errorf("http: bad Content-Length %q: %w", clipBytes([]byte(value)), l7.ErrProtocol)
+				return "", h, fmt.Errorf("http: bad Content-Length %q: %w", clipBytes(raw), l7.ErrProtocol)
 			}
 			h.length = v
 		case equalFold(name, "transfer-encoding"):
-			codings := strings.Split(value, ",")
+			codings := strings.Split(value(), ",")
 			last := strings.TrimSpace(codings[len(codings)-1])
 			h.chunked = strings.EqualFold(last, "chunked")
 			h.te = !h.chunked
 		case equalFold(name, "connection"):
-			h.connection += "," + value
+			h.connection += "," + value()
 		case equalFold(name, "upgrade"):
-			h.upgrade = value
+			h.upgrade = value()
 		case equalFold(name, "expect"):
-			h.expect = strings.ToLower(value)
+			h.expect = strings.ToLower(value())
 		}
 	}
 	return string(first), h, nil
