@@ -27,10 +27,12 @@ type Parser struct {
 	now  func() time.Time
 
 	// Client side, touched only by the client direction.
-	cmd    command // scratch for the command being read; its args point into Parse's input
-	tail   walker  // the rest of a command streamed after its request
-	inTail bool
-	multi  bool // between MULTI and EXEC/DISCARD
+	cmd      command // scratch for the command being read; its args point into Parse's input
+	tail     walker  // the rest of a command streamed after its request
+	inTail   bool
+	multi    bool // between MULTI and EXEC/DISCARD
+	replyOff bool // CLIENT REPLY OFF: the server answers nothing
+	skipNext bool // CLIENT REPLY SKIP: the server does not answer the next command
 
 	// Server side, touched only by the server direction.
 	reply   walker
@@ -139,6 +141,25 @@ func (p *Parser) sent(cmd *command) *l7.Request {
 		delete(req.Attrs, "multi") // a no-op on a nil map
 	}
 	w := waiting{req: req, name: req.Kind}
+	// CLIENT REPLY OFF silences the server until CLIENT REPLY ON; SKIP
+	// silences it for itself and the next command. A command answered by
+	// silence must not wait for a reply, or it would take the next one's.
+	silent := p.replyOff || p.skipNext
+	p.skipNext = false
+	if req.Kind == "CLIENT" && len(cmd.args) > 2 && req.Attrs["subcommand"] == "REPLY" {
+		switch strings.ToUpper(string(clipBytes(cmd.args[2]))) {
+		case "ON":
+			p.replyOff, silent = false, false
+		case "OFF":
+			p.replyOff, silent = true, true
+		case "SKIP":
+			p.skipNext, silent = !p.replyOff, true
+		}
+	}
+	if silent {
+		setAttr(req, "reply", "off")
+		return req
+	}
 	switch req.Kind {
 	case "MULTI":
 		p.multi = true

@@ -182,6 +182,23 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
+			name: "client reply off and skip",
+			steps: []l7test.Step{
+				c(cmd("CLIENT", "REPLY", "SKIP") + cmd("SET", "a", "1") + cmd("GET", "a")), s("$1\r\n1\r\n"),
+				c(cmd("CLIENT", "REPLY", "OFF") + cmd("INCR", "n") + cmd("CLIENT", "REPLY", "ON")), s("+OK\r\n"),
+				c(cmd("PING")), s("+PONG\r\n"),
+			},
+			want: []string{
+				`> redis CLIENT "CLIENT REPLY ?" target="" reply="off" subcommand="REPLY"`,
+				`> redis SET "SET a ?" target="a" reply="off"`,
+				`> redis GET "GET a" target="a"`, `< ok bytes=7`,
+				`> redis CLIENT "CLIENT REPLY ?" target="" reply="off" subcommand="REPLY"`,
+				`> redis INCR "INCR n" target="n" reply="off"`,
+				`> redis CLIENT "CLIENT REPLY ?" target="" subcommand="REPLY"`, `< ok bytes=5`,
+				`> redis PING "PING" target=""`, `< ok bytes=7`,
+			},
+		},
+		{
 			name:  "big value streams",
 			steps: []l7test.Step{c(cmd("SET", "k", big, "EX", "10")), s("+OK\r\n"), c(cmd("GET", "k")), s(bulk(big))},
 			want: []string{
