@@ -109,6 +109,11 @@ type Parser interface {
 	// ErrorResponse + ReadyForQuery, a MySQL ERR packet, a Redis -ERR, an
 	// HTTP 403). It returns nil if the protocol has no way to refuse one
 	// request and keep the connection; the proxy then closes it.
+	//
+	// The proxy calls Deny instead of forwarding req's message, so the
+	// parser stops expecting a server reply to req. Messages without a
+	// Request that follow req's message in the same direction (the rest
+	// of a streamed body or command) belong to req and are dropped too.
 	Deny(req *Request, reason string) []byte
 	// Encrypted reports that the session switched to TLS after the
 	// protocol's upgrade (Postgres SSLRequest, ...): from then on Parse
