@@ -56,8 +56,11 @@ func TestRecordCaptures(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, s := capture.Sides(chunks)
-		if err := capture.WriteSeed("testdata/fuzz/FuzzParse/"+name, c, s, []byte{200, 7, 1, 90}); err != nil {
+		raw, err := os.ReadFile("testdata/" + name + ".cap")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := capture.WriteSeed("testdata/fuzz/FuzzParse/"+name, raw, []byte{byte(len(chunks) % 7)}); err != nil {
 			t.Fatal(err)
 		}
 	}

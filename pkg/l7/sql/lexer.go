@@ -117,7 +117,7 @@ func (lx *lexer) next() token {
 		}
 		lx.skipQuoted('"', false)
 		return tok(tOther)
-	case c == '`':
+	case c == '`' && lx.d == MySQL:
 		lx.pos++
 		lx.skipQuoted('`', false)
 		return tok(tOther)

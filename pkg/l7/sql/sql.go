@@ -153,10 +153,12 @@ func Classify(text string, d Dialect) Info {
 			prevClose = depth == 0
 			continue
 		case tWord:
-			w := strings.ToUpper(t.text)
+			// Upper-case only the words that name a statement: most
+			// words of a statement are looked at for nothing.
 			switch {
 			case first:
 				first = false
+				w := strings.ToUpper(t.text)
 				if w == "WITH" {
 					inWith = true
 					continue
@@ -164,18 +166,19 @@ func Classify(text string, d Dialect) Info {
 				kind = w
 			case inWith && depth == 0:
 				switch {
-				case w == "AS":
+				case strings.EqualFold(t.text, "AS"):
 					afterAS = true
 				case prevClose:
 					inWith, afterAS = false, false
-					kind = w
+					kind = strings.ToUpper(t.text)
 				}
 			case cteFirst:
 				cteFirst = false
+				w := strings.ToUpper(t.text)
 				if w == "INSERT" || w == "UPDATE" || w == "DELETE" || w == "MERGE" {
 					pending = append(pending, Statement{Kind: w, NoWhere: w != "INSERT" && w != "MERGE" && !cteWhere(&lx, depth)})
 				}
-			case depth == 0 && w == "WHERE":
+			case depth == 0 && len(t.text) == 5 && strings.EqualFold(t.text, "WHERE"):
 				where = true
 			}
 			prevClose = false

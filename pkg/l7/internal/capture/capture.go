@@ -234,18 +234,6 @@ func parse(p l7.Parser, d l7.Dir, b []byte, res *Result) (int, error) {
 	return used, nil
 }
 
-// Sides concatenates the bytes of each direction.
-func Sides(chunks []Chunk) (client, server []byte) {
-	for _, c := range chunks {
-		if c.Dir == l7.FromServer {
-			server = append(server, c.Data...)
-		} else {
-			client = append(client, c.Data...)
-		}
-	}
-	return client, server
-}
-
 // WriteSeed stores a fuzz seed with []byte arguments in the format of
 // go test's corpus files (testdata/fuzz/FuzzName/name).
 func WriteSeed(path string, args ...[]byte) error {
@@ -259,31 +247,22 @@ func WriteSeed(path string, args ...[]byte) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
-// Interleave cuts client and server bytes into pieces whose sizes come
-// from sizes (cycled; a zero means 1) and alternates between them, so a
-// fuzz input exercises every kind of split.
-func Interleave(client, server, sizes []byte) []Chunk {
+// Decode reads chunks from capture-format bytes, stopping quietly at the
+// first malformed one: fuzz targets take captures as input, so mutations
+// keep the order in which the two sides spoke.
+func Decode(b []byte) []Chunk {
 	var out []Chunk
-	i := 0
-	next := func() int {
-		if len(sizes) == 0 {
-			return 1 << 20
+	for len(b) >= 5 && (b[0] == 'C' || b[0] == 'S') {
+		n := int(binary.BigEndian.Uint32(b[1:]))
+		if n > len(b)-5 {
+			n = len(b) - 5
 		}
-		n := int(sizes[i%len(sizes)])
-		i++
-		return max(n, 1)
-	}
-	for len(client) > 0 || len(server) > 0 {
-		if len(client) > 0 {
-			n := min(next(), len(client))
-			out = append(out, Chunk{Dir: l7.FromClient, Data: client[:n]})
-			client = client[n:]
+		d := l7.FromClient
+		if b[0] == 'S' {
+			d = l7.FromServer
 		}
-		if len(server) > 0 {
-			n := min(next(), len(server))
-			out = append(out, Chunk{Dir: l7.FromServer, Data: server[:n]})
-			server = server[n:]
-		}
+		out = append(out, Chunk{Dir: d, Data: b[5 : 5+n]})
+		b = b[5+n:]
 	}
 	return out
 }
