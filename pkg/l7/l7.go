@@ -48,7 +48,7 @@ var ErrProtocol = errors.New("l7: protocol violation")
 // returned as several Messages with no Request, so the proxy never buffers
 // more than MaxBuffer. Len may be 0 for a Message that only carries a
 // Response, when one server message completes several requests (a Postgres
-// ReadyForQuery ending a pipeline the server skipped after an error).
+// ReadyForQuery ending an extended-protocol batch sent in parts).
 type Message struct {
 	Len      int
 	Request  *Request  // set on the client message that carries a request
@@ -113,9 +113,7 @@ type Parser interface {
 	// answer to req, in the protocol's own error form (a Postgres
 	// ErrorResponse + ReadyForQuery, a MySQL ERR packet, a Redis -ERR, an
 	// HTTP 403). It returns nil if the protocol has no way to refuse one
-	// request and keep the connection; the proxy then closes it. The
-	// proxy calls Deny only for a request whose message it drops, so the
-	// parser stops waiting for the server's answer to req.
+	// request and keep the connection; the proxy then closes it.
 	Deny(req *Request, reason string) []byte
 	// Encrypted reports that the session switched to TLS after the
 	// protocol's upgrade (Postgres SSLRequest, ...): from then on Parse

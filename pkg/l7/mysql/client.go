@@ -99,7 +99,7 @@ func (p *Parser) clientPacket(e *emitter, total int, seq byte, b []byte) error {
 		}
 		r := p.newRequest("CHANGE_USER", "")
 		r.Attrs["user"] = sql.Truncate(user, 256)
-		p.push(&pending{req: r, kind: ansAuth, seq: seq})
+		p.push(&pending{req: r, kind: ansAuth, seq: seq, user: r.Attrs["user"]})
 		e.request(total, r)
 	case comBinlogDump, comBinlogDumpGTID:
 		return errorf("replication stream is not parsed")
@@ -213,6 +213,7 @@ func (p *Parser) handshake(e *emitter, total int, seq byte, b []byte) error {
 		}
 	}
 	attrs := map[string]string{"user": sql.Truncate(user, 256)}
+	var plugin string
 	if caps&capConnectWithDB != 0 && len(rest) > 0 {
 		var db string
 		if db, rest, ok = cstr(rest); !ok {
@@ -223,10 +224,7 @@ func (p *Parser) handshake(e *emitter, total int, seq byte, b []byte) error {
 		}
 	}
 	if caps&capPluginAuth != 0 && len(rest) > 0 {
-		var plugin string
-		if plugin, rest, ok = cstr(rest); ok {
-			attrs["auth_plugin"] = sql.Truncate(plugin, 64)
-		}
+		plugin, rest, ok = cstr(rest)
 	}
 	if caps&capConnectAttrs != 0 && ok && len(rest) > 0 {
 		connectAttrs(attrs, rest)
@@ -242,6 +240,9 @@ func (p *Parser) handshake(e *emitter, total int, seq byte, b []byte) error {
 	r := p.newRequest("STARTUP", "")
 	if version != "" {
 		r.Attrs["server_version"] = version
+	}
+	if plugin != "" {
+		r.Attrs["auth_plugin"] = sql.Truncate(plugin, 64)
 	}
 	p.push(&pending{req: r, kind: ansAuth, seq: seq, login: true})
 	e.request(total, r)

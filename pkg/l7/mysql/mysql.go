@@ -131,10 +131,11 @@ const (
 type pending struct {
 	req     *l7.Request
 	kind    answerKind
-	seq     byte // sequence id of the last packet of the command
-	partial bool // the command was streamed: a deny cannot drop it whole
-	stmt    stmt // for a prepare
-	schema  string
+	seq     byte   // sequence id of the last packet of the command
+	partial bool   // the command was streamed: a deny cannot drop it whole
+	stmt    stmt   // for a prepare
+	schema  string // COM_INIT_DB: the session's schema once the server says OK
+	user    string // COM_CHANGE_USER: the session's user once the server says OK
 	login   bool
 
 	rows     int64

@@ -108,6 +108,13 @@ func TestConversations(t *testing.T) {
 			want: loginWant + "\nDELETE delete from t sql_where=false target=shop\nSELECT select * from nope target=shop\n-> ok\n-> ok affected_rows=3\n-> error no table errno=1146 sqlstate=42S02",
 		},
 		{
+			name: "change user with auth switch",
+			chunks: with(cl(packet(0, append([]byte{comChangeUser}, "carol\x00\x00shop\x00"...))),
+				sv(packet(1, append([]byte{0xfe}, "mysql_native_password\x00abcdefghijklmnopqrst\x00"...))),
+				cl(packet(2, make([]byte, 20))), sv(okPkt(3)), cl(query("select 1"))),
+			want: loginWant + "\nCHANGE_USER user=carol database=shop target=shop\nSELECT select ? target=shop\n-> ok\n-> ok",
+		},
+		{
 			name: "local infile",
 			chunks: with(cl(query("LOAD DATA LOCAL INFILE 'f' INTO TABLE t")), sv(packet(1, append([]byte{0xfb}, 'f'))),
 				cl(packet(2, []byte("1\n2\n")), packet(3, nil)), sv(packet(4, []byte{0, 2, 0, 2, 0, 0, 0}))),

@@ -118,6 +118,11 @@ func (p *Parser) answer(e *emitter, total int, b []byte) error {
 			if h.login {
 				p.setPhase(phCommand)
 			}
+			if h.user != "" {
+				p.mu.Lock()
+				p.session["user"] = h.user
+				p.mu.Unlock()
+			}
 			p.complete(e, total)
 			return nil
 		}
