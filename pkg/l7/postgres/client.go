@@ -314,7 +314,7 @@ func (p *Parser) extended(t byte, body []byte) error {
 		}
 		switch body[0] {
 		case 'S':
-			delete(c.stmts, name)
+			c.forget(name)
 		case 'P':
 			delete(c.portals, name)
 			delete(c.portalNames, name)
@@ -332,19 +332,47 @@ func (c *client) store(name string, st stmt) {
 		c.stmts = map[string]stmt{}
 	}
 	if old, ok := c.stmts[name]; ok {
-		c.stmtBytes -= len(old.text)
+		c.stmtBytes -= cost(name, old)
 	} else if name != "" {
 		c.stmtOrder = append(c.stmtOrder, name)
 	}
 	c.stmts[name] = st
-	c.stmtBytes += len(st.text)
+	c.stmtBytes += cost(name, st)
+	c.compact()
 	for c.stmtBytes > maxStmtText && len(c.stmtOrder) > 0 {
 		old := c.stmtOrder[0]
 		c.stmtOrder = c.stmtOrder[1:]
-		if o, ok := c.stmts[old]; ok && old != name {
-			c.stmtBytes -= len(o.text)
+		if o, ok := c.stmts[old]; ok {
+			c.stmtBytes -= cost(old, o)
 			delete(c.stmts, old)
 		}
+	}
+}
+
+// cost is what a cached statement counts against the cache's bound: its
+// text, its name and the map entry.
+func cost(name string, st stmt) int { return len(name) + len(st.text) + 64 }
+
+// forget drops a closed statement.
+func (c *client) forget(name string) {
+	if st, ok := c.stmts[name]; ok {
+		c.stmtBytes -= cost(name, st)
+		delete(c.stmts, name)
+	}
+	c.compact()
+}
+
+// compact drops closed names from the eviction order once they make up
+// most of it, so it stays bounded by the cache.
+func (c *client) compact() {
+	if len(c.stmtOrder) > 2*len(c.stmts)+16 {
+		live := c.stmtOrder[:0]
+		for _, n := range c.stmtOrder {
+			if _, ok := c.stmts[n]; ok {
+				live = append(live, n)
+			}
+		}
+		c.stmtOrder = live
 	}
 }
 
@@ -353,7 +381,9 @@ func (c *client) bind(portal, name string) {
 		c.portals = map[string]stmt{}
 		c.portalNames = map[string]string{}
 	}
-	if len(c.portals) > 1024 {
+	if len(c.portals) > 64 {
+		// Drivers use the unnamed portal or a few named ones; a
+		// client that leaves many open loses their texts, not memory.
 		clear(c.portals)
 		clear(c.portalNames)
 	}

@@ -3,6 +3,7 @@ package postgres
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -240,5 +241,36 @@ func TestDeny(t *testing.T) {
 	}
 	if got := p.Deny(res.Requests[0], "x"); !bytes.Equal(got, ErrorResponse("FATAL", "42501", "permission denied by policy: x")) {
 		t.Fatalf("Deny(startup) = %q", got)
+	}
+}
+
+// TestStatementCache parses and closes many named statements, as drivers
+// with statement caches do, and checks the cache stays bounded and keeps
+// the statements still open.
+func TestStatementCache(t *testing.T) {
+	p := New(l7.DefaultOptions())
+	if _, err := capture.Replay(p, []capture.Chunk{cl(startup), sv(authOK, rfqIdle)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	keep := msg('P', cs("keep"), cs("DELETE FROM kept"), []byte{0, 0})
+	if _, err := capture.Replay(p, []capture.Chunk{cl(keep, msg('S')), sv(rfqIdle)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10000 {
+		name := fmt.Sprintf("s%d", i)
+		b := bytes.Join([][]byte{msg('P', cs(name), cs("SELECT 1"), []byte{0, 0}), msg('C', []byte{'S'}, cs(name)), msg('S')}, nil)
+		if _, err := capture.Replay(p, []capture.Chunk{cl(b), sv(rfqIdle)}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(p.c.stmtOrder); n > 100 {
+		t.Errorf("eviction order holds %d names after closes; want it compacted", n)
+	}
+	res, err := capture.Replay(p, []capture.Chunk{cl(msg('B', cs(""), cs("keep"), []byte{0, 0, 0, 0, 0, 0}), msg('E', cs(""), be32(0)), msg('S'))}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Requests) != 1 || res.Requests[0].Kind != "DELETE" {
+		t.Fatalf("Execute of a kept statement: %v", summary(res))
 	}
 }

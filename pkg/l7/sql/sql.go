@@ -252,7 +252,8 @@ func Truncate(s string, n int) string {
 		for i > 0 && i > n-utf8.UTFMax && !utf8.RuneStart(s[i]) {
 			i--
 		}
-		s = s[:i]
+		// A copy, so a short text does not keep a long one's memory.
+		s = strings.Clone(s[:i])
 	}
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
