@@ -107,6 +107,11 @@ func (r *Recorder) Close() []Chunk {
 
 // Write stores chunks in a capture file.
 func Write(path string, chunks []Chunk) error {
+	return os.WriteFile(path, Encode(chunks), 0o644)
+}
+
+// Encode returns chunks in capture format.
+func Encode(chunks []Chunk) []byte {
 	var b []byte
 	for _, c := range chunks {
 		d := byte('C')
@@ -117,7 +122,7 @@ func Write(path string, chunks []Chunk) error {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(c.Data)))
 		b = append(b, c.Data...)
 	}
-	return os.WriteFile(path, b, 0o644)
+	return b
 }
 
 // Read loads a capture file.
