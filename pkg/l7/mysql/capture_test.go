@@ -148,34 +148,8 @@ func binarySession(addr, password string) error {
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(20 * time.Second))
 	c := &conn{c: nc, r: bufio.NewReader(nc)}
-	g, err := c.read()
-	if err != nil {
+	if err := loginNative(c, password); err != nil {
 		return err
-	}
-	_, rest, _ := cstr(g[1:])
-	seed := append([]byte{}, rest[4:12]...)
-	rest = rest[12+1+2+1+2+2+1+10:]
-	seed = append(seed, rest[:12]...)
-	caps := uint32(capProtocol41 | capSecureConnection | capPluginAuth | capConnectWithDB | capConnectAttrs | 1<<16 | 1<<17 | 1<<13)
-	hs := binary.LittleEndian.AppendUint32(nil, caps)
-	hs = binary.LittleEndian.AppendUint32(hs, 1<<24)
-	hs = append(hs, 45)
-	hs = append(hs, make([]byte, 23)...)
-	hs = append(hs, "root\x00"...)
-	sc := scramble(seed, password)
-	hs = append(hs, byte(len(sc)))
-	hs = append(hs, sc...)
-	hs = append(hs, "test\x00mysql_native_password\x00"...)
-	attrs := append([]byte{12}, "program_name"...)
-	attrs = append(attrs, 12)
-	attrs = append(attrs, "vigil-binary"...)
-	hs = append(hs, byte(len(attrs)))
-	hs = append(hs, attrs...)
-	if err := c.write(hs); err != nil {
-		return err
-	}
-	if b, err := c.read(); err != nil || b[0] != 0 {
-		return fmt.Errorf("login: %q %v", b, err)
 	}
 	steps := []struct {
 		cmd    []byte
@@ -223,6 +197,40 @@ func binarySession(addr, password string) error {
 	}
 	c.seq = 0
 	return c.write([]byte{comQuit})
+}
+
+// loginNative logs in as root to schema test with mysql_native_password.
+func loginNative(c *conn, password string) error {
+	g, err := c.read()
+	if err != nil {
+		return err
+	}
+	_, rest, _ := cstr(g[1:])
+	seed := append([]byte{}, rest[4:12]...)
+	rest = rest[12+1+2+1+2+2+1+10:]
+	seed = append(seed, rest[:12]...)
+	caps := uint32(capProtocol41 | capSecureConnection | capPluginAuth | capConnectWithDB | capConnectAttrs | 1<<16 | 1<<17 | 1<<13)
+	hs := binary.LittleEndian.AppendUint32(nil, caps)
+	hs = binary.LittleEndian.AppendUint32(hs, 1<<24)
+	hs = append(hs, 45)
+	hs = append(hs, make([]byte, 23)...)
+	hs = append(hs, "root\x00"...)
+	sc := scramble(seed, password)
+	hs = append(hs, byte(len(sc)))
+	hs = append(hs, sc...)
+	hs = append(hs, "test\x00mysql_native_password\x00"...)
+	attrs := append([]byte{12}, "program_name"...)
+	attrs = append(attrs, 12)
+	attrs = append(attrs, "vigil-binary"...)
+	hs = append(hs, byte(len(attrs)))
+	hs = append(hs, attrs...)
+	if err := c.write(hs); err != nil {
+		return err
+	}
+	if b, err := c.read(); err != nil || b[0] != 0 {
+		return fmt.Errorf("login: %q %v", b, err)
+	}
+	return nil
 }
 
 // scramble computes a mysql_native_password auth response.
