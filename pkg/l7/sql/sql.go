@@ -89,16 +89,29 @@ var benign = map[string]bool{
 	"COMMIT": true, "ROLLBACK": true, "END": true, "VALUES": true, "TABLE": true,
 	"EXPLAIN": true, "DESCRIBE": true, "DESC": true, "USE": true, "SAVEPOINT": true,
 	"RELEASE": true, "FETCH": true, "DECLARE": true, "CLOSE": true, "DISCARD": true,
-	"RESET": true, "LISTEN": true, "UNLISTEN": true, "PREPARE": true, "DEALLOCATE": true,
+	"RESET": true, "ANALYZE": true, "LISTEN": true, "UNLISTEN": true, "PREPARE": true, "DEALLOCATE": true,
+}
+
+// explained are the statements EXPLAIN can run.
+var explained = map[string]bool{
+	"SELECT": true, "INSERT": true, "UPDATE": true, "DELETE": true, "MERGE": true, "REPLACE": true,
+	"VALUES": true, "TABLE": true, "WITH": true, "EXECUTE": true, "CREATE": true, "DECLARE": true,
 }
 
 // Classify splits text into statements at top-level semicolons and names
 // each one.
-func Classify(text string, d Dialect) Info {
+func Classify(text string, d Dialect) Info { return classify(text, d, false) }
+
+// classify is Classify; nested is true for the text of a MySQL PREPARE,
+// whose own PREPAREs are not looked into (one level bounds the work).
+func classify(text string, d Dialect, nested bool) Info {
 	var in Info
 	lx := lexer{src: text, d: d}
 	var (
 		first     = true // next word is the statement's first keyword
+		explain   uint8  // 1 after EXPLAIN, 2 after MySQL's ANALYZE: the explained statement is to come
+		analyze   bool   // the explained statement runs (EXPLAIN ANALYZE)
+		prepare   bool   // after PREPARE: the prepared statement is to come
 		kind      string // current statement's kind
 		depth     int    // parenthesis depth
 		where     bool   // WHERE seen at depth 0
@@ -122,6 +135,7 @@ func Classify(text string, d Dialect) Info {
 		} else if len(pending) > 0 {
 			in.Statements = append(in.Statements, pending...)
 		}
+		explain, analyze, prepare = 0, false, false
 		first, kind, depth, where, inWith, afterAS, cteDepth, cteFirst, prevClose, pending =
 			true, "", 0, false, false, false, -1, false, false, nil
 	}
@@ -159,11 +173,47 @@ func Classify(text string, d Dialect) Info {
 			case first:
 				first = false
 				w := strings.ToUpper(t.text)
-				if w == "WITH" {
+				switch {
+				case w == "WITH":
 					inWith = true
 					continue
+				case w == "EXPLAIN":
+					explain = 1
+				case w == "ANALYZE" && d == MySQL:
+					// MariaDB's ANALYZE <statement> runs it.
+					explain, analyze = 2, true
+				case w == "PREPARE":
+					prepare = true
 				}
 				kind = w
+			case prepare && depth == 0:
+				// PREPARE name AS <statement> (PostgreSQL): the
+				// statement EXECUTE will run is listed with its kind.
+				if strings.EqualFold(t.text, "AS") {
+					explain, analyze, prepare = 1, true, false
+				}
+			case explain != 0:
+				// EXPLAIN ANALYZE runs the statement it explains: it is
+				// recorded under that statement's kind.
+				w := strings.ToUpper(t.text)
+				if w == "ANALYZE" || w == "ANALYSE" {
+					analyze = true
+					break
+				}
+				if depth > 0 || !explained[w] || explain == 2 && w == "TABLE" {
+					if depth == 0 && explain == 2 {
+						explain = 0 // ANALYZE TABLE: maintenance
+					}
+					break
+				}
+				explain = 0
+				if analyze {
+					pending = append(pending, Statement{Kind: kind})
+					kind = w
+					if w == "WITH" {
+						kind, inWith = "", true
+					}
+				}
 			case inWith && depth == 0:
 				switch {
 				case strings.EqualFold(t.text, "AS"):
@@ -183,6 +233,16 @@ func Classify(text string, d Dialect) Info {
 			}
 			prevClose = false
 			continue
+		}
+		if prepare && !nested && t.typ == tLiteral && d == MySQL && len(t.text) >= 2 && (t.text[0] == '\'' || t.text[0] == '"') {
+			// PREPARE name FROM 'text' (MySQL): the statements in the
+			// text are listed with their kinds.
+			prepare = false
+			q := t.text[0]
+			inner := strings.NewReplacer(`\`+string(q), string(q), string(q)+string(q), string(q)).Replace(strings.Trim(t.text, string(q)))
+			pending = append(pending, Statement{Kind: "PREPARE"})
+			pending = append(pending, classify(inner, d, true).Statements...)
+			kind = ""
 		}
 		if first && t.typ != tSemi {
 			// A statement that starts with something other than a
