@@ -14,17 +14,28 @@ func (p *Parser) phase() phase {
 	return p.ph
 }
 
-// clientPacket handles one complete client packet.
-func (p *Parser) clientPacket(e *emitter, total int, seq byte, b []byte) error {
+// clientPacket handles one complete client packet. switched reports that
+// the handshake turned on TLS or compression: the rest is not parsed.
+func (p *Parser) clientPacket(e *emitter, total int, seq byte, b []byte) (switched bool, err error) {
 	switch p.phase() {
 	case phGreeting:
-		return errorf("client sent %d bytes before the server's greeting", total)
+		return false, errorf("client sent %d bytes before the server's greeting", total)
 	case phHandshake:
-		return p.handshake(e, total, seq, b)
+		if err := p.handshake(e, total, seq, b); err != nil {
+			return false, err
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.encrypted || p.compressed, nil
 	case phAuth, phClosed:
 		e.plain(total) // authentication data, or bytes the server will refuse
-		return nil
+		return false, nil
 	}
+	return false, p.command(e, total, seq, b)
+}
+
+// command handles a client packet of the command phase.
+func (p *Parser) command(e *emitter, total int, seq byte, b []byte) error {
 	if seq != 0 {
 		// LOCAL INFILE data, or authentication data after
 		// COM_CHANGE_USER.

@@ -254,18 +254,16 @@ func (p *Parser) Parse(d l7.Dir, b []byte) ([]l7.Message, error) {
 		}
 		payload := rest[4:total]
 		var err error
+		var switched bool
 		if d == l7.FromServer {
 			err = p.serverPacket(&e, int(total), seq, payload)
 		} else {
-			err = p.clientPacket(&e, int(total), seq, payload)
+			switched, err = p.clientPacket(&e, int(total), seq, payload)
 		}
 		if err != nil {
 			return nil, err
 		}
-		p.mu.Lock()
-		enc, comp = p.encrypted, p.compressed
-		p.mu.Unlock()
-		if enc || comp {
+		if switched {
 			// The rest is TLS (or compressed): pass it through.
 			e.plain(len(b) - e.off)
 			break

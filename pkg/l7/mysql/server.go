@@ -93,12 +93,18 @@ func (p *Parser) head() (*pending, uint64) {
 
 // answer advances through the answer to the oldest outstanding command.
 func (p *Parser) answer(e *emitter, total int, b []byte) error {
-	h, caps := p.head()
+	p.mu.Lock()
+	var h *pending
+	if len(p.pending) > 0 {
+		h = p.pending[0]
+		h.bytes += int64(total)
+	}
+	caps := p.caps
+	p.mu.Unlock()
 	if h == nil {
 		e.plain(total) // unsolicited: an error before the server closes
 		return nil
 	}
-	p.account(int64(total))
 	deprecate := caps&capDeprecateEOF != 0
 	isEnd := b[0] == 0xfe && (len(b) < 9 || deprecate && len(b) < maxPayload)
 	if b[0] == 0xff {
