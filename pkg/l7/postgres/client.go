@@ -17,7 +17,12 @@ func (p *Parser) parseClient(e *emitter, b []byte) error {
 	if c.skip > 0 {
 		n := int(min(c.skip, int64(len(b))))
 		c.skip -= int64(n)
-		e.plain(n)
+		if c.skip == 0 && c.req != nil {
+			e.request(n, c.req)
+			c.req = nil
+		} else {
+			e.plain(n)
+		}
 	}
 	for e.off < len(b) {
 		if c.canceled {
@@ -201,13 +206,23 @@ func (p *Parser) clientMessage(e *emitter, b []byte) (bool, error) {
 		e.request(int(total), r)
 		return true, nil
 	case 'F':
-		if len(rest) < 9 {
+		if len(rest) < 9 || (!complete && total <= l7.MaxBuffer) {
 			return false, nil
 		}
 		r := p.newRequest("FUNCTION_CALL", "")
 		r.Attrs["function_oid"] = fmt.Sprint(binary.BigEndian.Uint32(rest[5:]))
-		p.push(&pending{req: r})
-		return p.stream(e, rest, total, r), nil
+		if complete {
+			p.push(&pending{req: r})
+			e.request(int(total), r)
+			return true, nil
+		}
+		// Larger than the buffer: the arguments stream through and the
+		// request rides on the last piece, so a deny keeps the call from
+		// the server (and closes the connection: the server has part).
+		p.push(&pending{req: r, partial: true})
+		p.stream(e, rest, total, nil)
+		c.req = r
+		return true, nil
 	}
 	// CopyData, CopyDone, CopyFail, password and SASL messages,
 	// Terminate: passed through, streamed when incomplete.

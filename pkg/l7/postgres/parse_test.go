@@ -274,3 +274,30 @@ func TestStatementCache(t *testing.T) {
 		t.Fatalf("Execute of a kept statement: %v", summary(res))
 	}
 }
+
+// TestFunctionCall records a FunctionCall, whole or streamed past the
+// buffer; a streamed one carries its request on its last piece and cannot
+// be denied cleanly.
+func TestFunctionCall(t *testing.T) {
+	small := msg('F', be32(1234), []byte{0, 0, 0, 1}, be32(1), []byte("x"), []byte{0, 0})
+	big := msg('F', be32(1234), []byte{0, 0, 0, 1}, be32(3*l7.MaxBuffer), bytes.Repeat([]byte("x"), 3*l7.MaxBuffer), []byte{0, 0})
+	for _, tt := range []struct {
+		name    string
+		call    []byte
+		denyNil bool
+	}{{"whole", small, false}, {"streamed", big, true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := New(l7.DefaultOptions())
+			res, err := capture.Replay(p, []capture.Chunk{cl(startup), sv(authOK, rfqIdle), cl(tt.call)}, 4096)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Requests) != 2 || res.Requests[1].Kind != "FUNCTION_CALL" || res.Requests[1].Attrs["function_oid"] != "1234" {
+				t.Fatalf("requests: %v", summary(res))
+			}
+			if got := p.Deny(res.Requests[1], "x"); (got == nil) != tt.denyNil {
+				t.Fatalf("Deny = %q; want nil: %v", got, tt.denyNil)
+			}
+		})
+	}
+}

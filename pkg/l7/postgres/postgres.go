@@ -68,6 +68,7 @@ type pending struct {
 	execs   int         // Executes in a batch; 0 for other items
 	done    int         // Executes the server has answered
 	startup bool
+	partial bool // streamed in pieces: a deny cannot answer it cleanly
 	tag     string
 	rows    int64
 	counted bool
@@ -82,9 +83,10 @@ type stmt struct {
 }
 
 type client struct {
-	started  bool  // startup message seen
-	canceled bool  // a CancelRequest: nothing may follow
-	skip     int64 // bytes of a streamed message still to pass through
+	started  bool        // startup message seen
+	canceled bool        // a CancelRequest: nothing may follow
+	skip     int64       // bytes of a streamed message still to pass through
+	req      *l7.Request // to emit on the last piece of the streamed message
 
 	// The open extended batch starts at the beginning of the buffer;
 	// scanned bytes of it were already taken apart.
@@ -228,7 +230,7 @@ func (p *Parser) Deny(req *l7.Request, reason string) []byte {
 	}
 	tx := p.txStatus
 	p.mu.Unlock()
-	if req != nil && req.Kind == "CANCEL" {
+	if req != nil && req.Kind == "CANCEL" || it != nil && it.partial {
 		return nil
 	}
 	sev := "ERROR"
