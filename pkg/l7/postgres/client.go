@@ -3,6 +3,7 @@ package postgres
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/vigil-ebpf/vigil/pkg/l7"
@@ -278,7 +279,11 @@ func (p *Parser) streamBind(e *emitter, b []byte, at int, total int64) (bool, er
 		}
 		return false, nil
 	}
-	c.bind(portal, name)
+	params := ""
+	if !p.opts.Redact {
+		params = "(not recorded: larger than the buffer)"
+	}
+	c.bind(portal, name, params)
 	c.batch = false
 	p.stream(e, b[at:], total, nil)
 	return true, nil
@@ -303,22 +308,28 @@ func (p *Parser) extended(t byte, body []byte) error {
 		if !ok {
 			return errorf("Bind without portal name")
 		}
-		name, _, ok := cstr(rest)
+		name, rest, ok := cstr(rest)
 		if !ok {
 			return errorf("Bind without statement name")
 		}
-		c.bind(portal, name)
+		params := ""
+		if !p.opts.Redact {
+			var err error
+			if params, err = bindParams(rest); err != nil {
+				return err
+			}
+		}
+		c.bind(portal, name, params)
 	case 'E':
 		portal, _, ok := cstr(body)
 		if !ok {
 			return errorf("Execute without portal name")
 		}
-		st, ok := c.portals[portal]
+		pt, ok := c.portals[portal]
 		if !ok {
-			st = stmt{info: sql.Info{Statements: []sql.Statement{{Kind: "UNKNOWN"}}}}
+			pt.st = stmt{info: sql.Info{Statements: []sql.Statement{{Kind: "UNKNOWN"}}}}
 		}
-		c.execs = append(c.execs, st)
-		c.execNames = append(c.execNames, c.portalNames[portal])
+		c.execs = append(c.execs, pt)
 	case 'C':
 		if len(body) < 2 {
 			return errorf("Close without target")
@@ -332,7 +343,6 @@ func (p *Parser) extended(t byte, body []byte) error {
 			c.forget(name)
 		case 'P':
 			delete(c.portals, name)
-			delete(c.portalNames, name)
 		default:
 			return errorf("Close of %q", body[0])
 		}
@@ -391,23 +401,63 @@ func (c *client) compact() {
 	}
 }
 
-func (c *client) bind(portal, name string) {
+func (c *client) bind(name, stmtName, params string) {
 	if c.portals == nil {
-		c.portals = map[string]stmt{}
-		c.portalNames = map[string]string{}
+		c.portals = map[string]portal{}
 	}
 	if len(c.portals) > 64 {
 		// Drivers use the unnamed portal or a few named ones; a
 		// client that leaves many open loses their texts, not memory.
 		clear(c.portals)
-		clear(c.portalNames)
 	}
-	st, ok := c.stmts[name]
+	st, ok := c.stmts[stmtName]
 	if !ok {
 		st = stmt{info: sql.Info{Statements: []sql.Statement{{Kind: "UNKNOWN"}}}}
 	}
-	c.portals[portal] = st
-	c.portalNames[portal] = name
+	c.portals[name] = portal{st: st, name: stmtName, params: params}
+}
+
+// bindParams renders the parameter values of a Bind (the part after the
+// names) for the log: text values quoted, binary ones by size, NULL.
+func bindParams(b []byte) (string, error) {
+	bad := errorf("Bind parameters")
+	if len(b) < 2 {
+		return "", bad
+	}
+	nf := int(binary.BigEndian.Uint16(b))
+	if len(b) < 2+2*nf+2 {
+		return "", bad
+	}
+	formats := b[2 : 2+2*nf]
+	b = b[2+2*nf:]
+	np := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	var out strings.Builder
+	for i := range np {
+		if len(b) < 4 {
+			return "", bad
+		}
+		n := int32(binary.BigEndian.Uint32(b))
+		b = b[4:]
+		if i > 0 {
+			out.WriteString(", ")
+		}
+		if n < 0 {
+			out.WriteString("NULL")
+			continue
+		}
+		if int(n) > len(b) {
+			return "", bad
+		}
+		binaryFormat := nf == 1 && formats[1] == 1 || nf > i && formats[2*i+1] == 1
+		if binaryFormat {
+			fmt.Fprintf(&out, "<%d bytes>", n)
+		} else if out.Len() < l7.MaxText {
+			out.WriteString(strconv.Quote(sql.Truncate(string(b[:n]), 256)))
+		}
+		b = b[n:]
+	}
+	return sql.Truncate(out.String(), 1024), nil
 }
 
 // endBatch emits the scanned part of the open batch as one message, with
@@ -415,8 +465,8 @@ func (c *client) bind(portal, name string) {
 func (p *Parser) endBatch(e *emitter, synced bool) {
 	c := &p.c
 	n := c.scanned
-	execs, names := c.execs, c.execNames
-	c.batch, c.scanned, c.execs, c.execNames = false, 0, nil, nil
+	execs := c.execs
+	c.batch, c.scanned, c.execs = false, 0, nil
 	p.mu.Lock()
 	var tail *pending
 	if k := len(p.pending); k > 0 && p.pending[k-1].open {
@@ -438,17 +488,26 @@ func (p *Parser) endBatch(e *emitter, synced bool) {
 	}
 	var info sql.Info
 	texts := make([]string, len(execs))
-	for i, st := range execs {
-		info.Statements = append(info.Statements, st.info.Statements...)
-		texts[i] = st.text
+	var params []string
+	for i, pt := range execs {
+		info.Statements = append(info.Statements, pt.st.info.Statements...)
+		texts[i] = pt.st.text
+		if pt.params != "" {
+			params = append(params, pt.params)
+		}
 	}
 	r := p.newRequest(info.Kind(), sql.Truncate(strings.Join(texts, "; "), l7.MaxText))
 	sqlAttrs(r, info)
 	r.Attrs["extended"] = "true"
 	if len(execs) > 1 {
 		r.Attrs["executes"] = fmt.Sprint(len(execs))
-	} else if names[0] != "" {
-		r.Attrs["statement"] = sql.Truncate(names[0], 64)
+	} else if execs[0].name != "" {
+		r.Attrs["statement"] = sql.Truncate(execs[0].name, 64)
+	}
+	if len(params) > 0 {
+		// Only with Redact off: values are data, and data is what
+		// redaction keeps out of the log.
+		r.Attrs["params"] = sql.Truncate(strings.Join(params, "; "), l7.MaxText)
 	}
 	if tail != nil {
 		// A batch sent after a Flush without Sync: one ReadyForQuery

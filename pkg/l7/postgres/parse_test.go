@@ -301,3 +301,41 @@ func TestFunctionCall(t *testing.T) {
 		})
 	}
 }
+
+// TestParams checks Bind parameter values are recorded only with Redact
+// off, and literals are kept then too.
+func TestParams(t *testing.T) {
+	chunks, err := capture.Read("testdata/extended.cap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, redact := range []bool{true, false} {
+		res, err := capture.Replay(New(l7.Options{Redact: redact}), chunks, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range res.Requests {
+			if r.Attrs["extended"] == "true" {
+				got = append(got, r.Text+" params="+r.Attrs["params"])
+			}
+		}
+		want := []string{
+			"INSERT INTO vigil_x VALUES ($1), (?) params=",
+			"UPDATE vigil_x SET v = v + ? WHERE v = $1; UPDATE vigil_x SET v = v + ? WHERE v = $1 params=",
+			"SELECT * FROM vigil_no_such params=",
+			"DELETE FROM vigil_x params=",
+		}
+		if !redact {
+			want = []string{
+				`INSERT INTO vigil_x VALUES ($1), (2) params="41"`,
+				`UPDATE vigil_x SET v = v + 1 WHERE v = $1; UPDATE vigil_x SET v = v + 1 WHERE v = $1 params="41"; "2"`,
+				"SELECT * FROM vigil_no_such params=",
+				"DELETE FROM vigil_x params=",
+			}
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("Redact=%v: got\n%s\nwant\n%s", redact, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+}

@@ -7,7 +7,8 @@
 // statement text comes from the Parse named by the Bind the Execute runs),
 // each FunctionCall and each CancelRequest. A request completes at the
 // ReadyForQuery that ends it, carrying the last command tag, the rows the
-// tags counted and the first error. Parameter values are never recorded.
+// tags counted and the first error. Parameter values are recorded only
+// with Redact off.
 // See docs/L7.md for the deny behaviour.
 //
 // The parser holds at most one extended batch, one Query or Parse message
@@ -90,15 +91,21 @@ type client struct {
 
 	// The open extended batch starts at the beginning of the buffer;
 	// scanned bytes of it were already taken apart.
-	batch       bool
-	scanned     int
-	execs       []stmt
-	execNames   []string
-	stmts       map[string]stmt
-	stmtOrder   []string // named statements, oldest first, for eviction
-	stmtBytes   int
-	portals     map[string]stmt
-	portalNames map[string]string
+	batch     bool
+	scanned   int
+	execs     []portal
+	stmts     map[string]stmt
+	stmtOrder []string // named statements, oldest first, for eviction
+	stmtBytes int
+	portals   map[string]portal
+}
+
+// portal is what a Bind created: the statement it runs, by name and text,
+// and its parameter values when they are recorded.
+type portal struct {
+	st     stmt
+	name   string
+	params string
 }
 
 type server struct {
