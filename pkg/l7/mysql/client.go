@@ -52,20 +52,9 @@ func (p *Parser) command(e *emitter, total int, seq byte, b []byte) error {
 		qattrs := p.caps&capQueryAttributes != 0
 		p.mu.Unlock()
 		if qattrs {
-			// Query attributes lead the text: a parameter count and a
-			// parameter set count (always 1).
-			n, rest, ok := lenenc(body)
+			// Query attributes lead the text (MySQL 8.0.23+).
+			rest, ok := skipQueryAttributes(body)
 			if !ok {
-				return errorf("COM_QUERY attributes")
-			}
-			if n != 0 {
-				r := p.newRequest("UNKNOWN", "")
-				r.Attrs["query_attributes"] = fmt.Sprint(n)
-				p.push(&pending{req: r, kind: ansResult, seq: seq})
-				e.request(total, r)
-				return nil
-			}
-			if _, rest, ok = lenenc(rest); !ok {
 				return errorf("COM_QUERY attributes")
 			}
 			body = rest
@@ -282,4 +271,74 @@ func connectAttrs(attrs map[string]string, b []byte) {
 		}
 		b = b[v:]
 	}
+}
+
+// skipQueryAttributes returns the text of a COM_QUERY sent with
+// CLIENT_QUERY_ATTRIBUTES: a parameter count, a parameter set count (1),
+// and for each attribute a type, a name and a value in binary form.
+func skipQueryAttributes(b []byte) ([]byte, bool) {
+	n, b, ok := lenenc(b)
+	if !ok {
+		return nil, false
+	}
+	if _, b, ok = lenenc(b); !ok {
+		return nil, false
+	}
+	if n == 0 {
+		return b, true
+	}
+	if n > 1<<16 {
+		return nil, false
+	}
+	nullMap := int(n+7) / 8
+	if len(b) < nullMap+1 || b[nullMap] != 1 {
+		return nil, false // values without types cannot be skipped
+	}
+	nulls := b[:nullMap]
+	b = b[nullMap+1:]
+	types := make([]byte, n)
+	for i := range types {
+		if len(b) < 2 {
+			return nil, false
+		}
+		types[i] = b[0]
+		var name uint64
+		if name, b, ok = lenenc(b[2:]); !ok || name > uint64(len(b)) {
+			return nil, false
+		}
+		b = b[name:]
+	}
+	for i, t := range types {
+		if nulls[i/8]&(1<<(i%8)) != 0 {
+			continue
+		}
+		var size uint64
+		switch t {
+		case 1: // TINY
+			size = 1
+		case 2, 13: // SHORT, YEAR
+			size = 2
+		case 3, 4, 9: // LONG, FLOAT, INT24
+			size = 4
+		case 5, 8: // DOUBLE, LONGLONG
+			size = 8
+		case 6: // NULL
+		case 7, 10, 11, 12: // TIMESTAMP, DATE, TIME, DATETIME: 1-byte length
+			if len(b) < 1 {
+				return nil, false
+			}
+			size = 1 + uint64(b[0])
+		default: // strings, decimals, blobs, JSON: length-encoded
+			l, rest, ok := lenenc(b)
+			if !ok {
+				return nil, false
+			}
+			size = l + uint64(len(b)-len(rest))
+		}
+		if size > uint64(len(b)) {
+			return nil, false
+		}
+		b = b[size:]
+	}
+	return b, true
 }

@@ -115,6 +115,13 @@ func TestConversations(t *testing.T) {
 			want: loginWant + "\nCHANGE_USER user=carol database=shop target=shop\nSELECT select ? target=shop\n-> ok\n-> ok",
 		},
 		{
+			name: "query attributes",
+			chunks: []capture.Chunk{sv(greeting(testCaps | capQueryAttributes)), cl(handshake((testCaps|capQueryAttributes)&^capSSL, "bob", "shop")), sv(okPkt(2)),
+				cl(packet(0, append([]byte{comQuery, 0, 1}, "select 1"...))), sv(okPkt(1)),
+				cl(packet(0, append([]byte{comQuery, 2, 1, 0, 1, 8, 0, 2, 'i', 'd', 0xfd, 0, 1, 'n', 7, 0, 0, 0, 0, 0, 0, 0, 1, 'v'}, "DROP TABLE t"...))), sv(okPkt(1))},
+			want: loginWant + "\nSELECT select ? target=shop\nDROP DROP TABLE t target=shop\n-> ok\n-> ok affected_rows=0\n-> ok affected_rows=0",
+		},
+		{
 			name: "local infile",
 			chunks: with(cl(query("LOAD DATA LOCAL INFILE 'f' INTO TABLE t")), sv(packet(1, append([]byte{0xfb}, 'f'))),
 				cl(packet(2, []byte("1\n2\n")), packet(3, nil)), sv(packet(4, []byte{0, 2, 0, 2, 0, 0, 0}))),
