@@ -207,6 +207,9 @@ func (p *Parser) clientMessage(e *emitter, b []byte) (bool, error) {
 		e.request(int(total), r)
 		return true, nil
 	case 'F':
+		if total < 9 {
+			return false, errorf("FunctionCall of length %d", n)
+		}
 		if len(rest) < 9 || (!complete && total <= l7.MaxBuffer) {
 			return false, nil
 		}

@@ -184,6 +184,7 @@ func TestErrors(t *testing.T) {
 		{"bad server type", []capture.Chunk{cl(startup), sv([]byte{'x', 0, 0, 0, 4})}, l7.ErrProtocol},
 		{"bad ssl answer", []capture.Chunk{cl(sslRequest), sv([]byte("Q"))}, l7.ErrProtocol},
 		{"bytes after cancel", []capture.Chunk{cl([]byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e}, be32(77), be32(1), []byte("x"))}, l7.ErrProtocol},
+		{"short function call", []capture.Chunk{cl(startup), cl([]byte{'F', 0, 0, 0, 4})}, l7.ErrProtocol},
 		{"bad ready", []capture.Chunk{cl(startup), sv([]byte{'Z', 0, 0, 0, 6, 'I', 'I'})}, l7.ErrProtocol},
 	}
 	for _, tt := range tests {
