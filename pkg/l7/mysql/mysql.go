@@ -34,6 +34,7 @@ const (
 	capConnectAttrs       = 1 << 20
 	capPluginAuthLenenc   = 1 << 21
 	capDeprecateEOF       = 1 << 24
+	capOptionalMetadata   = 1 << 25
 	capQueryAttributes    = 1 << 27
 	capMariaCacheMetadata = 1 << (32 + 4)
 )

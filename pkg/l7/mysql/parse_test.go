@@ -122,6 +122,12 @@ func TestConversations(t *testing.T) {
 			want: loginWant + "\nSELECT select ? target=shop\nDROP DROP TABLE t target=shop\n-> ok\n-> ok affected_rows=0\n-> ok affected_rows=0",
 		},
 		{
+			name: "result set without metadata",
+			chunks: []capture.Chunk{sv(greeting(testCaps | capOptionalMetadata | capDeprecateEOF)), cl(handshake((testCaps|capOptionalMetadata|capDeprecateEOF)&^capSSL, "bob", "shop")), sv(okPkt(2)),
+				cl(query("select a from t")), sv(packet(1, []byte{1, 0}), packet(2, []byte{1, 'x'}), packet(3, []byte{1, 'y'}), packet(4, []byte{0xfe, 0, 0, 2, 0, 0, 0}))},
+			want: loginWant + "\nSELECT select a from t target=shop\n-> ok\n-> ok rows=2",
+		},
+		{
 			name: "local infile",
 			chunks: with(cl(query("LOAD DATA LOCAL INFILE 'f' INTO TABLE t")), sv(packet(1, append([]byte{0xfb}, 'f'))),
 				cl(packet(2, []byte("1\n2\n")), packet(3, nil)), sv(packet(4, []byte{0, 2, 0, 2, 0, 0, 0}))),

@@ -189,8 +189,9 @@ func (p *Parser) result(e *emitter, total int, h *pending, b []byte, caps uint64
 			}
 			r.cols = int64(n)
 			r.state = stCols
-			if caps&capMariaCacheMetadata != 0 && len(rest) == 1 && rest[0] == 0 {
-				// MariaDB: the client has the metadata already.
+			if caps&(capMariaCacheMetadata|capOptionalMetadata) != 0 && len(rest) == 1 && rest[0] == 0 {
+				// No column definitions follow: the client has them
+				// already (MariaDB) or asked for none (MySQL).
 				r.cols = 0
 				r.state = stRows
 			}
