@@ -66,6 +66,10 @@ const (
 
 const maxPayload = 0xffffff // a packet this long continues in the next one
 
+// maxPending bounds the commands waiting for the server's answer: a client
+// that pipelines more is not followed further.
+const maxPending = 1 << 14
+
 // phase of the connection, shared by both directions.
 type phase uint8
 
@@ -196,6 +200,9 @@ func (p *Parser) Parse(d l7.Dir, b []byte) ([]l7.Message, error) {
 		st = &p.s
 	}
 	for e.off < len(b) {
+		if d == l7.FromClient && p.outstanding() >= maxPending {
+			return nil, fmt.Errorf("mysql: %d commands without an answer: %w", maxPending, l7.ErrTooLarge)
+		}
 		if st.skip > 0 {
 			n := int(min(st.skip, int64(len(b)-e.off)))
 			st.skip -= int64(n)
@@ -372,6 +379,13 @@ func sqlAttrs(r *l7.Request, in sql.Info) {
 	if in.NoWhere() {
 		r.Attrs["sql_where"] = "false"
 	}
+}
+
+// outstanding counts the commands waiting for the server.
+func (p *Parser) outstanding() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.pending)
 }
 
 func (p *Parser) push(it *pending) {

@@ -26,6 +26,9 @@ func (p *Parser) parseClient(e *emitter, b []byte) error {
 		}
 	}
 	for e.off < len(b) {
+		if p.outstanding() >= maxPending {
+			return fmt.Errorf("postgres: %d requests without an answer: %w", maxPending, l7.ErrTooLarge)
+		}
 		if c.canceled {
 			return errorf("bytes after a CancelRequest")
 		}

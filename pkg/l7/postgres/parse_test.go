@@ -340,3 +340,27 @@ func TestParams(t *testing.T) {
 		}
 	}
 }
+
+// TestPendingBounded sends many Syncs the server has not answered yet:
+// they cost no memory each, and too many audited requests without an
+// answer stop the parser instead of growing without bound.
+func TestPendingBounded(t *testing.T) {
+	p := New(l7.DefaultOptions())
+	syncs := bytes.Repeat(msg('S'), 100000)
+	if _, err := capture.Replay(p, []capture.Chunk{cl(startup), sv(authOK, rfqIdle), cl(syncs)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.outstanding(); n != 1 {
+		t.Fatalf("outstanding = %d after plain Syncs; want 1 merged item", n)
+	}
+	if _, err := capture.Replay(p, []capture.Chunk{sv(bytes.Repeat(rfqIdle, 100000))}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.outstanding(); n != 0 {
+		t.Fatalf("outstanding = %d after the answers; want 0", n)
+	}
+	queries := bytes.Repeat(msg('Q', cs("SELECT 1")), maxPending+1)
+	if _, err := capture.Replay(p, []capture.Chunk{cl(queries)}, 0); !errors.Is(err, l7.ErrTooLarge) {
+		t.Fatalf("Replay of %d unanswered queries = %v; want ErrTooLarge", maxPending+1, err)
+	}
+}

@@ -37,6 +37,7 @@ const (
 	maxStartup  = 10000 // the server refuses longer startup packets
 	maxMsgLen   = 1 << 30
 	maxStmtText = l7.MaxBuffer // bytes of statement text the cache keeps
+	maxPending  = 1 << 14      // requests waiting for the server's answer
 )
 
 // Parser follows one PostgreSQL connection. Create it with New.
@@ -66,6 +67,7 @@ type pending struct {
 	req     *l7.Request // nil when nothing is audited (a batch with no Execute)
 	open    bool        // a batch ended by Flush: its Sync is still to come
 	joined  bool        // ends at the same ReadyForQuery as the next one
+	more    int         // further plain items merged into this one
 	execs   int         // Executes in a batch; 0 for other items
 	done    int         // Executes the server has answered
 	startup bool
@@ -199,8 +201,26 @@ func (p *Parser) newRequest(kind, text string) *l7.Request {
 
 func (p *Parser) push(it *pending) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if k := len(p.pending); k > 0 && it.plain() && p.pending[k-1].plain() {
+		// Syncs with nothing audited (a driver preparing statements)
+		// share one item, so they cost no memory each.
+		p.pending[k-1].more++
+		return
+	}
 	p.pending = append(p.pending, it)
-	p.mu.Unlock()
+}
+
+// outstanding counts the items waiting for the server.
+func (p *Parser) outstanding() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.pending)
+}
+
+// plain reports an item that only waits for a ReadyForQuery.
+func (it *pending) plain() bool {
+	return it.req == nil && !it.open && !it.joined && !it.startup && it.execs == 0
 }
 
 // statement classifies and, when the options say so, redacts SQL text.

@@ -206,6 +206,10 @@ func (p *Parser) complete(e *emitter, n int, all bool) {
 	var done []*pending
 	for len(p.pending) > 0 {
 		h := p.pending[0]
+		if h.more > 0 {
+			h.more-- // one of the merged plain items
+			break
+		}
 		p.pending = p.pending[1:]
 		done = append(done, h)
 		if !all || !h.joined {
