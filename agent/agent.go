@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -55,6 +56,8 @@ type Config struct {
 	PolicyExplicit bool   // PolicyPath was given: it must exist and be valid
 
 	Socket string // control API unix socket; "" serves no control API
+
+	MetricsAddr string // Prometheus metrics listen address (host:port); "" serves no metrics
 }
 
 // Agent is a running vigil daemon.
@@ -71,6 +74,10 @@ type Agent struct {
 	policyFromFile bool
 	api            *api.Server // nil without Config.Socket
 	started        time.Time   // when Run began
+
+	metrics        *metricsServer // nil without Config.MetricsAddr
+	policyApplied  atomic.Uint64  // policy files put in force (metrics)
+	policyRejected atomic.Uint64  // policy files rejected (metrics)
 }
 
 // New loads (or, with no key configured, creates) the signing key, opens
@@ -143,6 +150,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 			_ = audit.Close(context.WithoutCancel(ctx))
 			return nil, err
 		}
+	}
+	if err := a.listenMetrics(); err != nil {
+		a.abort(ctx)
+		return nil, err
 	}
 	return a, nil
 }
@@ -281,14 +292,28 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if a.metrics != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.serveMetrics(ctx)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.watchdog(ctx)
+	}()
 	a.log.Info("vigil agent started", "data_dir", a.cfg.DataDir, "fingerprint", a.keyID, "public_key", a.pubKey,
 		"version", v.Version, "intercept", a.icpt != nil, "fail_mode", a.cfg.FailMode)
+	a.notifyReady()
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-serveErr:
 		a.log.Error("proxy stopped", "err", runErr)
 	}
+	a.notifyStopping()
 	stopCtx, cancel := context.WithTimeout(context.Background(), drainTimeout+20*time.Second)
 	defer cancel()
 	if a.icpt != nil {
@@ -326,6 +351,7 @@ func (a *Agent) closeIntercept() {
 // abort releases everything without recording a stop.
 func (a *Agent) abort(ctx context.Context) {
 	a.closeAPI()
+	a.closeMetrics()
 	if a.icpt != nil {
 		a.closeIntercept()
 		_ = a.proxy.Shutdown(context.WithoutCancel(ctx))

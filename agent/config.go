@@ -25,6 +25,8 @@ type FileConfig struct {
 	LogLevel  string   `yaml:"log_level"`
 	Policy    string   `yaml:"policy"`
 	Socket    string   `yaml:"socket"`
+
+	MetricsAddr string `yaml:"metrics_addr"`
 }
 
 // LoadFile reads and strictly decodes a configuration file: unknown keys
