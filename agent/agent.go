@@ -162,6 +162,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 // no connection is ever redirected to a port nobody listens on.
 func (a *Agent) startIntercept(ctx context.Context) error {
 	cfg := a.cfg
+	if err := checkCaps(); err != nil {
+		return err
+	}
 	p, err := proxy.New(proxy.Config{
 		Listen:   []string{fmt.Sprintf("127.0.0.1:%d", cfg.ProxyPort), fmt.Sprintf("[::1]:%d", cfg.ProxyPort)},
 		Resolver: proxy.ResolverFunc(a.lookup),
