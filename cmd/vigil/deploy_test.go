@@ -147,7 +147,7 @@ func TestDaemonSetArgs(t *testing.T) {
 	if err != nil {
 		t.Fatalf("vigil %s: %v", strings.Join(c.Args, " "), err)
 	}
-	if cfg.Host != "node-1" || cfg.MetricsAddr != "127.0.0.1:9464" || cfg.CgroupPath != "/host/sys/fs/cgroup" ||
+	if cfg.Host != "node-1" || cfg.MetricsAddr != "[127.0.0.1]:9464" || cfg.CgroupPath != "/host/sys/fs/cgroup" ||
 		cfg.PolicyPath != "/etc/vigil/policy.yaml" || cfg.Socket != "/run/vigil/vigil.sock" {
 		t.Errorf("DaemonSet config = %+v", cfg)
 	}
