@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -42,13 +43,15 @@ func (a *Agent) watchdog(ctx context.Context) {
 	t := time.NewTicker(interval / 2)
 	defer t.Stop()
 	wasHealthy := true
+	lost := a.audit.Stats().Lost
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		err := a.sdHealth()
+		var err error
+		lost, err = a.sdHealth(lost)
 		if err != nil {
 			if wasHealthy {
 				a.log.Error("unhealthy: withholding systemd watchdog pings", "err", err)
@@ -64,8 +67,18 @@ func (a *Agent) watchdog(ctx context.Context) {
 	}
 }
 
-// sdHealth is what the watchdog checks: the audit log accepts writes.
-// (A stopped proxy ends Run by itself.)
-func (a *Agent) sdHealth() error {
-	return a.audit.Stats().Err
+// sdHealth is what the watchdog checks: the audit log accepts writes now
+// and lost no entry since the previous check (lostBefore). A log on a full
+// disk recovers briefly each time it records a log.gap in its reserved
+// space, then fails again: the loss counter catches what a glance at the
+// error alone would miss. (A stopped proxy ends Run by itself.)
+func (a *Agent) sdHealth(lostBefore uint64) (lost uint64, err error) {
+	s := a.audit.Stats()
+	if s.Err != nil {
+		return s.Lost, s.Err
+	}
+	if s.Lost > lostBefore {
+		return s.Lost, fmt.Errorf("audit log lost %d entries since the last check", s.Lost-lostBefore)
+	}
+	return s.Lost, nil
 }
