@@ -13,8 +13,9 @@ ARG COMMIT=unknown
 RUN CGO_ENABLED=0 go build -trimpath \
       -ldflags "-X github.com/vigil-ebpf/vigil/pkg/version.Version=${VERSION} -X github.com/vigil-ebpf/vigil/pkg/version.Commit=${COMMIT}" \
       -o /out/usr/local/bin/vigil ./cmd/vigil \
- && mkdir -p /out/etc/ssl/certs /out/etc/vigil /out/var/lib/vigil /out/run/vigil /out/tmp \
- && chmod 0700 /out/var/lib/vigil /out/run/vigil && chmod 1777 /out/tmp \
+ && mkdir -p /out/etc/ssl/certs /out/etc/vigil /out/etc/vigil-key /out/var/lib/vigil /out/run/vigil \
+      /out/host/sys/fs/cgroup /out/tmp \
+ && chmod 0700 /out/etc/vigil-key /out/var/lib/vigil /out/run/vigil && chmod 1777 /out/tmp \
  && cp /etc/ssl/certs/ca-certificates.crt /out/etc/ssl/certs/ \
  && printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' > /out/etc/passwd \
  && printf 'root:x:0:\nnogroup:x:65534:\n' > /out/etc/group

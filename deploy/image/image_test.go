@@ -95,7 +95,7 @@ func TestImage(t *testing.T) {
 			}
 		}
 	}
-	for _, f := range []string{"etc/passwd", "etc/group", "etc/ssl/certs/ca-certificates.crt", "var/lib/vigil", "run/vigil"} {
+	for _, f := range []string{"etc/passwd", "etc/group", "etc/ssl/certs/ca-certificates.crt", "var/lib/vigil", "run/vigil", "host/sys/fs/cgroup"} {
 		if files[f] == nil {
 			t.Errorf("image has no %s", f)
 		}

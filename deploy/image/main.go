@@ -165,6 +165,13 @@ func rootfs(o Options) ([]byte, error) {
 		func() error { return file("etc/passwd", 0o644, []byte(passwd)) },
 		func() error { return file("etc/group", 0o644, []byte(group)) },
 		func() error { return dir("etc/vigil", 0o755) },
+		func() error { return dir("etc/vigil-key", 0o700) },
+		// Mount points of the DaemonSet's volumes, so a read-only root
+		// file system needs nothing created at start.
+		func() error { return dir("host", 0o755) },
+		func() error { return dir("host/sys", 0o755) },
+		func() error { return dir("host/sys/fs", 0o755) },
+		func() error { return dir("host/sys/fs/cgroup", 0o755) },
 		func() error { return dir("run", 0o755) },
 		func() error { return dir("run/vigil", 0o700) },
 		func() error { return dir("tmp", 0o1777) },
