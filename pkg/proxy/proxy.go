@@ -76,7 +76,7 @@ const (
 
 // DefaultListen are the addresses the proxy listens on when Config.Listen
 // is empty.
-var DefaultListen = []string{"127.0.0.1:1501", "[::1]:1501"}
+var DefaultListen = []string{"127.0.0.1:1015", "[::1]:1015"}
 
 // closeAuditTimeout bounds how long appending a conn.close entry may block
 // (Append blocks only while the log's queue is full).
