@@ -34,10 +34,16 @@ func (a *Agent) listenMetrics() error {
 	src := metrics.Sources{
 		Log:    a.audit.Stats,
 		Policy: a.policyStats,
+		Ship:   a.ShipStatus,
 	}
 	if a.proxy != nil {
 		src.Proxy = func() proxy.Stats { return a.proxy.Stats() }
-		src.Kernel = func() (intercept.Stats, error) { return a.icpt.Stats() }
+		// The status API's cached read: a scrape and a status probe in
+		// the same second walk the BPF maps once.
+		src.Kernel = func() (intercept.Stats, error) {
+			ks := a.kernelStatus(time.Now())
+			return ks.stats, ks.err
+		}
 	}
 	reg := metrics.NewRegistry(metrics.New(src), version.Get())
 	a.metrics = &metricsServer{ln: ln, srv: &http.Server{

@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +18,8 @@ func TestMetricsEndpoint(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := New(ctx, Config{DataDir: dir, MetricsAddr: "127.0.0.1:0", PolicyPath: dir + "/none.yaml"})
+	a, err := New(ctx, Config{DataDir: dir, MetricsAddr: "127.0.0.1:0", PolicyPath: dir + "/none.yaml",
+		Ship: ShipConfig{Interval: "10ms", JSONL: []JSONLSinkConfig{{Name: "copy", Path: t.TempDir() + "/log.jsonl"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,10 +27,12 @@ func TestMetricsEndpoint(t *testing.T) {
 	go func() { done <- a.Run(ctx) }()
 	url := "http://" + a.MetricsAddr() + "/metrics"
 	var fams map[string]float64
-	// Run records agent.start and policy.load; wait until both are counted.
+	// Run records agent.start and policy.load; wait until both are counted
+	// and shipped.
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		fams = scrapeValues(t, url)
-		if fams["vigil_log_entries_total"] >= 2 || time.Now().After(deadline) {
+		if fams["vigil_log_entries_total"] >= 2 && fams[`vigil_ship_last_seq{kind="jsonl",sink="copy"}`] >= 2 ||
+			time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -37,6 +42,17 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	if got := fams["vigil_log_writable"]; got != 1 {
 		t.Errorf("vigil_log_writable = %v; want 1", got)
+	}
+	if got := fams[`vigil_log_time_to_durable_seconds_count{append="waited"}`]; got < 2 {
+		t.Errorf("time-to-durable count = %v; want ≥ 2 (agent.start, policy.load)", got)
+	}
+	for _, name := range []string{`vigil_ship_last_seq{kind="jsonl",sink="copy"}`, `vigil_ship_backlog_entries{kind="jsonl",sink="copy"}`} {
+		if _, ok := fams[name]; !ok {
+			t.Errorf("%s missing", name)
+		}
+	}
+	if got := fams[`vigil_ship_last_seq{kind="jsonl",sink="copy"}`]; got < 2 {
+		t.Errorf("vigil_ship_last_seq of the jsonl sink = %v; want ≥ 2", got)
 	}
 	if _, ok := fams["vigil_proxy_connections_accepted_total"]; ok {
 		t.Error("proxy metrics served by an agent without interception")
@@ -69,7 +85,9 @@ func TestMetricsAddrTaken(t *testing.T) {
 	a.Close(context.Background())
 }
 
-// scrapeValues fetches url and returns each unlabelled series' value.
+// scrapeValues fetches url and returns each series' value by name, with
+// its labels in braces (sorted by name, as the exposition has them), and a
+// histogram's count as name_count.
 func scrapeValues(t *testing.T, url string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -85,14 +103,22 @@ func scrapeValues(t *testing.T, url string) map[string]float64 {
 	out := map[string]float64{}
 	for name, f := range fams {
 		for _, m := range f.Metric {
-			if len(m.Label) > 0 {
-				continue
+			var labels []string
+			for _, l := range m.Label {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			suffix := ""
+			if len(labels) > 0 {
+				sort.Strings(labels)
+				suffix = "{" + strings.Join(labels, ",") + "}"
 			}
 			switch {
 			case m.Counter != nil:
-				out[name] = m.Counter.GetValue()
+				out[name+suffix] = m.Counter.GetValue()
 			case m.Gauge != nil:
-				out[name] = m.Gauge.GetValue()
+				out[name+suffix] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				out[name+"_count"+suffix] = float64(m.Histogram.GetSampleCount())
 			}
 		}
 	}

@@ -337,12 +337,7 @@ func logStatus(s auditlog.Stats, appends float64) LogStatus {
 		CheckpointSize: s.CheckpointSize, CheckpointTime: s.CheckpointTime, AppendsPerSec: appends,
 		Fsyncs: s.Fsyncs, Lost: s.Lost, KeyID: s.KeyID,
 	}
-	if s.NextSeq > 0 {
-		ls.Entries = s.NextSeq - 1
-	}
-	if ls.Entries > s.DurableSeq {
-		ls.DurableLag = ls.Entries - s.DurableSeq
-	}
+	ls.Entries, ls.DurableLag = s.Sequenced(), s.DurableLag()
 	if s.Err != nil {
 		ls.Error = s.Err.Error()
 	}

@@ -133,6 +133,8 @@ type job struct {
 	signed chan struct{}
 	ack    *Ack
 	lazy   bool // nobody waits for it: it may wait for the next flush
+
+	appended time.Duration // Log.sinceOpen when Append was called (time-to-durable)
 }
 
 // Log is an open audit log directory. One process at a time may hold it.
@@ -162,6 +164,8 @@ type Log struct {
 	w       writer   // owned by the writer goroutine
 	gapFile *os.File // reserved space for a gap note at close (see recordPendingGap)
 	stats   stats
+
+	opened time.Time // monotonic base of job.appended
 }
 
 // stats are published by the writer goroutine for Stats.
@@ -173,6 +177,9 @@ type stats struct {
 	checkpointTime atomic.Int64
 	fsyncs         atomic.Uint64
 	lost           atomic.Uint64
+
+	signErrors atomic.Uint64 // failed signatures: entries, gap entries, checkpoints
+	durable    durableHist   // time from Append to the fsync that made the entry durable
 }
 
 // Stats is a snapshot of the log's state.
@@ -187,6 +194,10 @@ type Stats struct {
 	Lost           uint64 // entries that could not be recorded (each is in a log.gap entry)
 	KeyID          string
 	Err            error // non-nil while the log cannot be written
+
+	SignErrors  uint64           // signatures the signer failed to make (each fails the log until it recovers)
+	Durable     DurableHistogram // time-to-durable of Append entries, this process
+	DurableLazy DurableHistogram // time-to-durable of AppendLazy entries, this process
 }
 
 // Stats returns a snapshot of the log's counters.
@@ -204,6 +215,10 @@ func (l *Log) Stats() Stats {
 		Lost:           l.stats.lost.Load(),
 		KeyID:          l.keyID,
 		Err:            ferr,
+
+		SignErrors:  l.stats.signErrors.Load(),
+		Durable:     l.stats.durable.snapshot(false),
+		DurableLazy: l.stats.durable.snapshot(true),
 	}
 	if t := l.stats.checkpointTime.Load(); t != 0 {
 		s.CheckpointTime = time.Unix(0, t).UTC()
@@ -259,6 +274,8 @@ func Open(ctx context.Context, dir string, opts Options) (*Log, error) {
 		order: make(chan *job, opts.QueueSize),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
+
+		opened: time.Now(),
 	}
 	l.w.l = l
 	rec, err := l.w.recover(ctx, pub)
@@ -318,6 +335,7 @@ func (l *Log) AppendLazy(ctx context.Context, e Entry) (*Ack, error) {
 }
 
 func (l *Log) append(ctx context.Context, e Entry, lazy bool) (*Ack, error) {
+	appended := l.sinceOpen()
 	select {
 	case l.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -341,6 +359,8 @@ func (l *Log) append(ctx context.Context, e Entry, lazy bool) (*Ack, error) {
 		signed: make(chan struct{}),
 		ack:    &Ack{done: make(chan struct{})},
 		lazy:   lazy,
+
+		appended: appended,
 	}
 	if len(j.canon) > maxFieldLen {
 		<-l.slots
@@ -371,6 +391,7 @@ func (l *Log) append(ctx context.Context, e Entry, lazy bool) (*Ack, error) {
 	l.mu.Unlock()
 	j.sig, j.err = l.opts.Signer.SignMessage(bytesReader(j.hash[:]))
 	if j.err != nil {
+		l.stats.signErrors.Add(1)
 		j.err = fmt.Errorf("auditlog: sign entry %d: %w", j.seq, j.err)
 	}
 	close(j.signed)

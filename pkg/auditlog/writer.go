@@ -229,6 +229,7 @@ func (w *writer) flush(buf []byte, pending []*job) {
 		}
 		return
 	}
+	w.l.stats.durable.observe(w.l.sinceOpen(), pending)
 	for _, j := range pending {
 		if err := w.chain.add(j.seq, j.canon, j.hash); err != nil {
 			panic(fmt.Sprintf("auditlog: writer broke its own chain at seq %d: %v", j.seq, err))
@@ -427,6 +428,7 @@ func (w *writer) checkpoint() {
 	text := log.Checkpoint{Origin: w.l.opts.Origin, Size: size, Hash: root}.Marshal()
 	signed, err := note.Sign(&note.Note{Text: string(text)}, w.l.notes)
 	if err != nil {
+		w.l.stats.signErrors.Add(1)
 		w.fail(fmt.Errorf("auditlog: sign checkpoint: %w", err))
 		return
 	}
@@ -487,6 +489,7 @@ func (w *writer) finish() {
 func signHash(l *Log, hash [32]byte) ([]byte, error) {
 	sig, err := l.opts.Signer.SignMessage(bytesReader(hash[:]))
 	if err != nil {
+		l.stats.signErrors.Add(1)
 		return nil, fmt.Errorf("auditlog: sign: %w", err)
 	}
 	return sig, nil
