@@ -22,6 +22,7 @@ DEFAULT_PACKAGES=(
 	libbpf-dev
 	llvm
 	make
+	ruby
 	systemd
 )
 
