@@ -3,10 +3,13 @@ package metrics
 import (
 	"errors"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -232,5 +235,34 @@ func TestCollectorPartial(t *testing.T) {
 	}
 	if _, ok := fams["vigil_kernel_redirected_total"]; ok {
 		t.Error("kernel counters served after a failed read")
+	}
+}
+
+// TestDocumented keeps docs/DEPLOY.md's table complete: every metric the
+// Collector can emit has a row.
+func TestDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/DEPLOY.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan *prometheus.Desc)
+	go func() {
+		New(Sources{}).Describe(ch)
+		close(ch)
+	}()
+	re := regexp.MustCompile(`fqName: "([^"]+)"`)
+	n := 0
+	for d := range ch {
+		m := re.FindStringSubmatch(d.String())
+		if m == nil {
+			t.Fatalf("cannot read the name of %s", d)
+		}
+		n++
+		if !strings.Contains(string(doc), "| `"+m[1]+"` |") {
+			t.Errorf("%s has no row in the metrics table of docs/DEPLOY.md", m[1])
+		}
+	}
+	if n < 30 {
+		t.Errorf("Describe sent %d descriptors; want every metric", n)
 	}
 }
