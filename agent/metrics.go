@@ -42,7 +42,7 @@ func (a *Agent) listenMetrics() error {
 		// the same second walk the BPF maps once.
 		src.Kernel = func() (intercept.Stats, error) {
 			ks := a.kernelStatus(time.Now())
-			return ks.stats, ks.err
+			return ks.stats, ks.statsErr
 		}
 	}
 	reg := metrics.NewRegistry(metrics.New(src), version.Get())

@@ -63,6 +63,8 @@ type kernelSample struct {
 	stats   intercept.Stats
 	err     error
 	missing []string // programs not attached
+
+	statsErr error // why stats could not be read (err also covers the attach check)
 }
 
 // StatusResponse is the body of GET /v1/status.
@@ -242,6 +244,7 @@ func (a *Agent) kernelStatus(now time.Time) kernelSample {
 	}
 	ks := kernelSample{at: now}
 	ks.stats, ks.err = a.icpt.Stats()
+	ks.statsErr = ks.err
 	if ks.err == nil {
 		ks.missing, ks.err = missingPrograms(a.attachPoint())
 	}
