@@ -103,6 +103,9 @@ type Config struct {
 	IdleTimeout      time.Duration
 	Logger           *slog.Logger // default: discard
 	IdentityProcRoot string       // /proc of the host pid namespace; default "/proc"
+	// L7 turns on request-level inspection for connections whose
+	// Decision asks for it; the zero value inspects nothing.
+	L7 L7Config
 }
 
 // Proxy is a transparent proxy bound to its listeners. Create it with New,
