@@ -24,6 +24,7 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/keys"
 	"github.com/vigil-ebpf/vigil/pkg/policy"
 	"github.com/vigil-ebpf/vigil/pkg/proxy"
+	"github.com/vigil-ebpf/vigil/pkg/ship"
 	"github.com/vigil-ebpf/vigil/pkg/version"
 )
 
@@ -55,6 +56,8 @@ type Config struct {
 	PolicyExplicit bool   // PolicyPath was given: it must exist and be valid
 
 	Socket string // control API unix socket; "" serves no control API
+
+	Ship ShipConfig // off-host sinks; none by default
 }
 
 // Agent is a running vigil daemon.
@@ -75,6 +78,8 @@ type Agent struct {
 
 	// kpol remembers the deny tables loaded into the kernel, by generation.
 	kpol kernelPolicy
+
+	ship *ship.Shipper // nil without Config.Ship
 }
 
 // New loads (or, with no key configured, creates) the signing key, opens
@@ -134,6 +139,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, audit: audit, keyID: id, pubKey: pubPath,
 		policy: policy.NewHolder(pol), policyFromFile: fromFile}
+	if a.ship, err = newShipper(ctx, cfg, func() uint64 { return audit.Stats().DurableSeq }); err != nil {
+		_ = audit.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	if cfg.Socket != "" {
 		if a.api, err = api.Listen(cfg.Socket, cfg.Logger); err != nil {
 			_ = audit.Close(context.WithoutCancel(ctx))
@@ -279,6 +288,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if a.ship != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.ship.Run(ctx)
+		}()
+	}
 	serveErr := make(chan error, 1)
 	if a.icpt != nil {
 		wg.Add(2)
@@ -330,6 +346,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Attrs: map[string]string{"uptime": time.Since(start).Round(time.Millisecond).String()},
 	})
 	cerr := a.audit.Close(stopCtx)
+	a.stopShip(stopCtx)
 	a.log.Info("vigil agent stopped", "next_seq", a.audit.Stats().NextSeq)
 	return errors.Join(runErr, serr, cerr)
 }
@@ -342,6 +359,9 @@ func (a *Agent) closeIntercept() {
 
 // abort releases everything without recording a stop.
 func (a *Agent) abort(ctx context.Context) {
+	if a.ship != nil {
+		_ = a.ship.Close()
+	}
 	a.closeAPI()
 	if a.icpt != nil {
 		a.closeIntercept()

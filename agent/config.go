@@ -25,6 +25,8 @@ type FileConfig struct {
 	LogLevel  string   `yaml:"log_level"`
 	Policy    string   `yaml:"policy"`
 	Socket    string   `yaml:"socket"`
+
+	Ship ShipConfig `yaml:"ship"` // off-host sinks (docs/SHIPPING.md)
 }
 
 // LoadFile reads and strictly decodes a configuration file: unknown keys

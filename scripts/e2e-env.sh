@@ -9,12 +9,23 @@
 # Ports (override with the same variables):
 #   PostgreSQL  VIGIL_E2E_PG_PORT     54329  (user postgres, trust auth)
 #   Redis       VIGIL_E2E_REDIS_PORT  63799
+#   versitygw   VIGIL_E2E_S3_PORT     57070  (S3 with versioning and Object
+#               Lock, posix backend; access key vigil-e2e, secret
+#               vigil-e2e-secret, region us-east-1)
+#   nats-server VIGIL_E2E_NATS_PORT   54222  (JetStream enabled)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PG_PORT=${VIGIL_E2E_PG_PORT:-54329}
 REDIS_PORT=${VIGIL_E2E_REDIS_PORT:-63799}
 BASE=${VIGIL_E2E_DIR:-/tmp/vigil-e2e}
+S3_PORT=${VIGIL_E2E_S3_PORT:-57070}
+NATS_PORT=${VIGIL_E2E_NATS_PORT:-54222}
+S3_ACCESS=vigil-e2e
+S3_SECRET=vigil-e2e-secret
+# Pinned server versions, installed with go install into /usr/local/bin.
+VERSITYGW_VERSION=v1.8.0
+NATS_SERVER_VERSION=v2.15.2
 
 log() { printf 'e2e-env: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -58,6 +69,57 @@ start_redis() {
 	log "Redis on 127.0.0.1:$REDIS_PORT and [::1]:$REDIS_PORT"
 }
 
+# go_install installs a Go program at a pinned version unless that version
+# is already there (the binary records the version it was built from).
+go_install() {
+	local bin=$1 pkg=$2 ver=$3 go=${GO:-/usr/local/go/bin/go}
+	if [ -x "/usr/local/bin/$bin" ] && "$go" version -m "/usr/local/bin/$bin" 2>/dev/null | grep -q "[[:space:]]$ver[[:space:]]"; then
+		return
+	fi
+	log "installing $bin $ver"
+	(cd /tmp && GOBIN=/usr/local/bin "$go" install "$pkg@$ver") || die "go install $pkg@$ver failed"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+	for _ in $(seq 100); do
+		port_open "$1" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+start_s3() {
+	if port_open "$S3_PORT"; then return; fi
+	mkdir -p "$BASE/s3/data" "$BASE/s3/versions"
+	ROOT_ACCESS_KEY_ID=$S3_ACCESS ROOT_SECRET_ACCESS_KEY=$S3_SECRET \
+		setsid versitygw --port "127.0.0.1:$S3_PORT" --quiet \
+		posix --versioning-dir "$BASE/s3/versions" "$BASE/s3/data" \
+		>"$BASE/s3.log" 2>&1 </dev/null &
+	echo $! >"$BASE/s3.pid"
+	wait_port "$S3_PORT" || die "versitygw did not start (see $BASE/s3.log)"
+	log "versitygw (S3, Object Lock) on 127.0.0.1:$S3_PORT"
+}
+
+start_nats() {
+	if port_open "$NATS_PORT"; then return; fi
+	mkdir -p "$BASE/nats"
+	setsid nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$BASE/nats" \
+		>"$BASE/nats.log" 2>&1 </dev/null &
+	echo $! >"$BASE/nats.pid"
+	wait_port "$NATS_PORT" || die "nats-server did not start (see $BASE/nats.log)"
+	log "nats-server (JetStream) on 127.0.0.1:$NATS_PORT"
+}
+
+stop_pidfile() {
+	local f=$BASE/$1.pid
+	if [ -s "$f" ]; then
+		kill "$(cat "$f")" 2>/dev/null || true
+		rm -f "$f"
+	fi
+}
+
 case "${1:-start}" in
 start)
 	[ "$(id -u)" -eq 0 ] || die "run as root: the servers run as their own users"
@@ -66,16 +128,26 @@ start)
 	# the tests use their own on other ports and leave those alone.
 	start_pg
 	start_redis
+	go_install versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
+	go_install nats-server github.com/nats-io/nats-server/v2 "$NATS_SERVER_VERSION"
+	start_s3
+	start_nats
 	;;
 stop)
 	if [ -s "$BASE/pg/PG_VERSION" ]; then
 		runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$BASE/pg" -m fast stop >/dev/null 2>&1 || true
 	fi
 	redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+	stop_pidfile s3
+	stop_pidfile nats
 	;;
 env)
 	echo "VIGIL_E2E_PG_PORT=$PG_PORT"
 	echo "VIGIL_E2E_REDIS_PORT=$REDIS_PORT"
+	echo "VIGIL_E2E_S3_ENDPOINT=127.0.0.1:$S3_PORT"
+	echo "VIGIL_E2E_S3_ACCESS_KEY=$S3_ACCESS"
+	echo "VIGIL_E2E_S3_SECRET_KEY=$S3_SECRET"
+	echo "VIGIL_E2E_NATS_URL=nats://127.0.0.1:$NATS_PORT"
 	;;
 *)
 	die "usage: $0 start|stop|env"

@@ -103,6 +103,7 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 		Intercept:  !c.Bool("no-intercept"),
 		PolicyPath: str("policy", fc.Policy),
 		Socket:     str("socket", fc.Socket),
+		Ship:       fc.Ship,
 		Debug:      c.String("log-level") == "debug",
 	}
 	cfg.PolicyExplicit = c.IsSet("policy") || fc.Policy != ""
