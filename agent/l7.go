@@ -2,35 +2,33 @@ package agent
 
 import (
 	"github.com/vigil-ebpf/vigil/pkg/l7"
+	"github.com/vigil-ebpf/vigil/pkg/l7/detect"
+	l7http "github.com/vigil-ebpf/vigil/pkg/l7/http"
+	"github.com/vigil-ebpf/vigil/pkg/l7/mysql"
+	"github.com/vigil-ebpf/vigil/pkg/l7/postgres"
+	"github.com/vigil-ebpf/vigil/pkg/l7/redis"
+	l7tls "github.com/vigil-ebpf/vigil/pkg/l7/tls"
 	"github.com/vigil-ebpf/vigil/pkg/policy"
 	"github.com/vigil-ebpf/vigil/pkg/proxy"
 )
 
 // l7Config is the proxy's request inspection: the parsers the agent is
-// built with, by the protocol names the detector returns. Only
-// connections whose rule has an l7 section are inspected.
+// built with, by the protocol names pkg/l7/detect returns. The proxy
+// imports none of them; only connections whose rule has an l7 section
+// (and, for destination names, those of a policy that matches names) are
+// looked at.
 func l7Config() proxy.L7Config {
 	return proxy.L7Config{
-		Parsers: map[string]proxy.NewParser{},
-		Detect:  portDetect,
+		Parsers: map[string]proxy.NewParser{
+			detect.TLS:      func(o l7.Options) l7.Parser { return l7tls.New(o) },
+			detect.HTTP:     func(o l7.Options) l7.Parser { return l7http.New(o) },
+			detect.Redis:    func(o l7.Options) l7.Parser { return redis.New(o) },
+			detect.Postgres: func(o l7.Options) l7.Parser { return postgres.New(o) },
+			detect.MySQL:    func(o l7.Options) l7.Parser { return mysql.New(o) },
+		},
+		Detect:      detect.Detect,
+		ServerFirst: detect.ServerFirst,
 	}
-}
-
-// portDetect names a protocol by its well-known port alone.
-func portDetect(port uint16, _ l7.Dir, _ []byte) (string, bool) {
-	switch port {
-	case 6379:
-		return "redis", true
-	case 5432:
-		return "postgres", true
-	case 3306:
-		return "mysql", true
-	case 80:
-		return "http", true
-	case 443:
-		return "tls", true
-	}
-	return "", true
 }
 
 // l7Rules converts a rule's guardrails for the proxy; nil when the rule

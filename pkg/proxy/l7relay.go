@@ -481,6 +481,12 @@ func responseAttrs(attrs map[string]string, resp *l7.Response, start time.Time) 
 		end = time.Now()
 	}
 	attrs["duration_us"] = strconv.FormatInt(max(end.Sub(start).Microseconds(), 0), 10)
+	for k, v := range resp.Attrs {
+		if _, taken := attrs[k]; taken {
+			k = "resp_" + k
+		}
+		attrs[k] = v
+	}
 }
 
 // expire records a request whose response did not come in time; its
