@@ -232,3 +232,51 @@ rules:
 	}
 	verify(t, a.dataDir)
 }
+
+// TestL7RequireTLS: where a rule requires TLS, a plaintext Redis command
+// and a PostgreSQL session the server would not encrypt are refused with
+// the protocol's error, and the refusal is recorded.
+func TestL7RequireTLS(t *testing.T) {
+	requireRoot(t)
+	for _, tool := range []string{"psql", "redis-cli"} {
+		requireTool(t, tool)
+	}
+	pg := envPort(t, "VIGIL_E2E_PG_PORT", 54329)
+	rd := envPort(t, "VIGIL_E2E_REDIS_PORT", 63799)
+	requireServer(t, "PostgreSQL", pg)
+	requireServer(t, "Redis", rd)
+	policy := fmt.Sprintf(`apiVersion: vigil.dev/v1
+default: allow
+rules:
+  - name: tls-only
+    action: allow
+    match: {dst: {ports: [%d, %d]}}
+    l7: {require_tls: true}
+`, pg, rd)
+	polPath := filepath.Join(t.TempDir(), "policy.yaml")
+	replaceFile(t, polPath, policy)
+	cg := testCgroup(t)
+	a := startAgent(t, cg, "", 0, "--capture", capture(pg, rd), "--policy", polPath)
+	if out := l7Run(t, cg, "", "redis-cli", "-h", "127.0.0.1", "-p", strconv.Itoa(rd), "PING"); !strings.Contains(out, "TLS is required") || strings.Contains(out, "PONG") {
+		t.Errorf("redis-cli PING = %q; want it refused for want of TLS", out)
+	}
+	// sslmode=prefer: the server declines SSL, the client goes on in
+	// plaintext, and its startup is refused.
+	if out := l7Run(t, cg, "", "psql", "-h", "127.0.0.1", "-p", strconv.Itoa(pg), "-U", "postgres", "-Atc", "select 1"); !strings.Contains(out, "TLS is required") {
+		t.Errorf("psql = %q; want it refused for want of TLS", out)
+	}
+	a.stop()
+	refused := map[string]bool{}
+	for _, e := range entries(t, a.dataDir) {
+		if e.Type == auditlog.L7Request && e.Decision == auditlog.Deny && e.Rule == "tls-only" && e.Attr("deny_reason") == "TLS is required" {
+			refused[e.Attr("protocol")] = true
+		}
+		if e.Type == auditlog.ConnClose && e.Rule == "tls-only" && e.Attr("reason") != "tls_required" {
+			t.Errorf("conn.close %v; want reason tls_required", e.Attrs)
+		}
+	}
+	if !refused["redis"] || !refused["postgres"] {
+		t.Errorf("refusals recorded for %v; want redis and postgres", refused)
+	}
+	verify(t, a.dataDir)
+}
