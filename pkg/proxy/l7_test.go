@@ -27,6 +27,7 @@ type lineParser struct {
 	maxSeen   *atomic.Int64 // the longest buffer Parse was given
 	denyNil   bool          // Deny cannot refuse one request and go on
 	encrypted atomic.Bool
+	bodyLeft  int // client bytes still to come of an "UPLOAD n" body
 }
 
 func (p *lineParser) Parse(d l7.Dir, b []byte) ([]l7.Message, error) {
@@ -39,6 +40,17 @@ func (p *lineParser) Parse(d l7.Dir, b []byte) ([]l7.Message, error) {
 	var msgs []l7.Message
 	off := 0
 	for {
+		if d == l7.FromClient && p.bodyLeft > 0 {
+			// The body streams through as messages without a request.
+			k := min(p.bodyLeft, len(b)-off)
+			if k == 0 {
+				return msgs, nil
+			}
+			msgs = append(msgs, l7.Message{Len: k})
+			p.bodyLeft -= k
+			off += k
+			continue
+		}
 		i := bytes.IndexByte(b[off:], '\n')
 		if i < 0 {
 			if len(b) >= l7.MaxBuffer && off == 0 {
@@ -57,6 +69,9 @@ func (p *lineParser) Parse(d l7.Dir, b []byte) ([]l7.Message, error) {
 				Attrs: map[string]string{"text": "collides"}}
 			if verb == "STARTTLS" {
 				p.encrypted.Store(true)
+			}
+			if verb == "UPLOAD" {
+				fmt.Sscan(arg, &p.bodyLeft)
 			}
 		} else {
 			st := "ok"
@@ -175,9 +190,9 @@ func l7Env(t *testing.T, d l7Decider, pr *lineParser) *env {
 	return newEnv(t, func(c *Config) {
 		c.Decider = d
 		c.L7 = L7Config{
-			Parsers: map[string]NewParser{
-				"line": func(l7.Options) l7.Parser { return pr },
-				"http": func(l7.Options) l7.Parser { return &lineParser{} },
+			Parsers: map[string]Protocol{
+				"line": {New: func(l7.Options) l7.Parser { return pr }, BodyFollows: true},
+				"http": {New: func(l7.Options) l7.Parser { return &lineParser{} }},
 			},
 			Detect:       lineDetect,
 			ResponseWait: 300 * time.Millisecond,
@@ -283,6 +298,26 @@ func TestL7DenyInOrder(t *testing.T) {
 	}
 	if cl := ofType(es, auditlog.ConnClose)[0]; cl.Attr("l7_denied") != "2" || cl.Attr("l7_requests") != "5" {
 		t.Errorf("conn.close attrs = %v; want l7_denied=2, l7_requests=5", cl.Attrs)
+	}
+}
+
+// TestL7DenyDropsBody: the body of a denied request never reaches the
+// server, however it is split, so it cannot pass for a request of its own.
+func TestL7DenyDropsBody(t *testing.T) {
+	var got syncLines
+	dst := lineServer(t, false, &got)
+	e := l7Env(t, l7Decider{rules: &L7Rules{Guard: verbGuard{"UPLOAD": true, "FLUSH": true}}}, nil)
+	c := e.dial(t, dst)
+	c.Write([]byte("UPLOAD 12\nFLU"))
+	time.Sleep(20 * time.Millisecond)
+	c.Write([]byte("SH\nFLUSH\nGET a\n"))
+	if r := readLines(t, c, 2); r[0] != "-DENIED UPLOAD is not allowed" || r[1] != "+GET a" {
+		t.Errorf("replies = %q", r)
+	}
+	c.Close()
+	e.waitIdle(t)
+	if s := got.get(); strings.Join(s, "|") != "GET a" {
+		t.Errorf("server read %q; want only GET a", s)
 	}
 }
 

@@ -68,6 +68,10 @@ type l7relay struct {
 	base     auditlog.Entry // the conn.open entry
 	openSeq  string
 	respWait time.Duration
+	// bodyFollows: after a denied request, the client messages without a
+	// Request are its body and dropping says they are being dropped
+	// (client direction only).
+	bodyFollows, dropping bool
 
 	plain atomic.Bool // parsing stopped: both directions relay plain bytes
 
@@ -106,8 +110,8 @@ func (p *Proxy) relayL7(ctx context.Context, s *session, open auditlog.Entry, op
 	if r.respWait <= 0 {
 		r.respWait = DefaultResponseWait
 	}
-	newParser := cfg.Parsers[proto]
-	if newParser == nil {
+	pr := cfg.Parsers[proto]
+	if pr.New == nil {
 		if lc.rules.RequireTLS {
 			lc.stats.proto = "unknown"
 			e := r.entry(&l7.Request{Protocol: "unknown"})
@@ -119,7 +123,8 @@ func (p *Proxy) relayL7(ctx context.Context, s *session, open auditlog.Entry, op
 		return p.relay(s)
 	}
 	lc.stats.proto = proto
-	r.parser = newParser(l7.Options{Redact: lc.rules.Redact})
+	r.parser = pr.New(l7.Options{Redact: lc.rules.Redact})
+	r.bodyFollows = pr.BodyFollows
 	if p.cfg.IdleTimeout > 0 {
 		stopWatch := make(chan struct{})
 		defer close(stopWatch)
@@ -234,7 +239,16 @@ func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (res
 		}
 		m := &msgs[i]
 		switch {
+		case d == l7.FromClient && m.Request == nil && r.dropping:
+			// The rest of a denied request's body.
+			if !r.write(d, dst, buf[from:off], n) {
+				return nil, false
+			}
+			off += m.Len
+			from = off
+			continue
 		case d == l7.FromClient && m.Request != nil:
+			r.dropping = false
 			v := r.request(m.Request)
 			switch {
 			case v.deny:
@@ -244,6 +258,7 @@ func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (res
 				if !r.refuse(m.Request, v) {
 					return nil, false
 				}
+				r.dropping = r.bodyFollows
 				off += m.Len
 				from = off
 				continue
