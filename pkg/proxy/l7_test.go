@@ -647,3 +647,24 @@ type badLenParser struct{ panicParser }
 func (badLenParser) Parse(_ l7.Dir, b []byte) ([]l7.Message, error) {
 	return []l7.Message{{Len: len(b) + 1}}, nil
 }
+
+// TestL7IdleBeforeFirstByte: a connection on which neither side speaks is
+// closed by the idle timeout while the proxy waits to detect its protocol.
+func TestL7IdleBeforeFirstByte(t *testing.T) {
+	dst := server(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
+	e := newEnv(t, func(c *Config) {
+		c.IdleTimeout = 200 * time.Millisecond
+		c.Decider = l7Decider{rules: &L7Rules{}}
+		c.L7 = L7Config{Parsers: map[string]Protocol{"line": {New: func(l7.Options) l7.Parser { return &lineParser{} }}}, Detect: lineDetect}
+	})
+	c := e.dial(t, dst)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Errorf("read = %v; want EOF from the idle close", err)
+	}
+	c.Close()
+	e.waitIdle(t)
+	if cl := ofType(e.entries(t), auditlog.ConnClose); len(cl) != 1 || cl[0].Attr("reason") != reasonIdle {
+		t.Errorf("conn.close = %+v; want reason idle", cl)
+	}
+}

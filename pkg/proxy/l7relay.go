@@ -93,6 +93,17 @@ func (p *Proxy) relayL7(ctx context.Context, s *session, open auditlog.Entry, op
 	lc := s.l7
 	cfg := &p.cfg.L7
 	proto := lc.proto
+	// Idle connections end while nobody speaks, too.
+	stopWatch := make(chan struct{})
+	watching := p.cfg.IdleTimeout > 0
+	if watching {
+		go watchIdle(s, dst, p.cfg.IdleTimeout, stopWatch)
+	}
+	defer func() {
+		if watching {
+			close(stopWatch)
+		}
+	}()
 	if !lc.detected {
 		dir, pk := firstSpeaker(s.client, dst)
 		if pk.n > 0 {
@@ -120,16 +131,15 @@ func (p *Proxy) relayL7(ctx context.Context, s *session, open auditlog.Entry, op
 			s.stop(reasonTLSRequired, true)
 			return 0, 0
 		}
+		if watching {
+			close(stopWatch) // relay watches on its own
+			watching = false
+		}
 		return p.relay(s)
 	}
 	lc.stats.proto = proto
 	r.parser = pr.New(l7.Options{Redact: lc.rules.Redact})
 	r.bodyFollows = pr.BodyFollows
-	if p.cfg.IdleTimeout > 0 {
-		stopWatch := make(chan struct{})
-		defer close(stopWatch)
-		go watchIdle(s, dst, p.cfg.IdleTimeout, stopWatch)
-	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
