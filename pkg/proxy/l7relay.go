@@ -367,17 +367,18 @@ func (r *l7relay) refuse(req *l7.Request, v verdict) bool {
 		r.s.stop(reason, false)
 		return false
 	}
-	r.clientMu.Lock()
-	defer r.clientMu.Unlock()
+	// Only this goroutine adds requests, so with none waiting every
+	// response before this one has been written: the error can go now.
+	// Otherwise it waits its turn, and complete sends it. (stop sets plain
+	// before it takes the queue, so an error queued here is never lost.)
 	r.mu.Lock()
 	queued := false
-	for _, pe := range r.pending {
-		if r.plain.Load() {
-			break // stop sent the denials queued so far; this one goes now
-		}
-		if !pe.denied {
-			queued = true
-			break
+	if !r.plain.Load() {
+		for _, pe := range r.pending {
+			if !pe.denied {
+				queued = true
+				break
+			}
 		}
 	}
 	if queued {
@@ -387,6 +388,8 @@ func (r *l7relay) refuse(req *l7.Request, v verdict) bool {
 	if queued {
 		return true
 	}
+	r.clientMu.Lock()
+	defer r.clientMu.Unlock()
 	return r.writeLocked(r.s.client, answer, nil)
 }
 
