@@ -53,6 +53,11 @@ type Message struct {
 	Len      int
 	Request  *Request  // set on the client message that carries a request
 	Response *Response // set on the server message that completes one
+	// Part marks bytes that continue the request of the last message with
+	// a Request in the same direction (the rest of a streamed body or
+	// command): they are dropped with it if it is denied. Request-less
+	// messages without Part stand alone and are forwarded either way.
+	Part bool
 }
 
 // Request is one auditable thing the client asked for.
@@ -116,9 +121,9 @@ type Parser interface {
 	// request and keep the connection; the proxy then closes it.
 	//
 	// The proxy calls Deny instead of forwarding req's message, so the
-	// parser stops expecting a server reply to req. Messages without a
-	// Request that follow req's message in the same direction (the rest
-	// of a streamed body or command) belong to req and are dropped too.
+	// parser stops expecting a server reply to req. The Part messages that
+	// follow req's message (the rest of a streamed body or command) belong
+	// to req and are dropped too; nothing else is.
 	Deny(req *Request, reason string) []byte
 	// Encrypted reports that the session switched to TLS after the
 	// protocol's upgrade (Postgres SSLRequest, ...): from then on Parse
