@@ -19,16 +19,12 @@ import (
 // looked at.
 func l7Config() proxy.L7Config {
 	return proxy.L7Config{
-		Parsers: map[string]proxy.Protocol{
-			detect.TLS: {New: func(o l7.Options) l7.Parser { return l7tls.New(o) }},
-			// An HTTP body and the rest of a large Redis argument come as
-			// messages of their own after the request's.
-			detect.HTTP:  {New: func(o l7.Options) l7.Parser { return l7http.New(o) }, BodyFollows: true},
-			detect.Redis: {New: func(o l7.Options) l7.Parser { return redis.New(o) }, BodyFollows: true},
-			// PostgreSQL and MySQL messages without a request (Sync,
-			// COM_STMT_CLOSE) stand on their own.
-			detect.Postgres: {New: func(o l7.Options) l7.Parser { return postgres.New(o) }},
-			detect.MySQL:    {New: func(o l7.Options) l7.Parser { return mysql.New(o) }},
+		Parsers: map[string]proxy.NewParser{
+			detect.TLS:      func(o l7.Options) l7.Parser { return l7tls.New(o) },
+			detect.HTTP:     func(o l7.Options) l7.Parser { return l7http.New(o) },
+			detect.Redis:    func(o l7.Options) l7.Parser { return redis.New(o) },
+			detect.Postgres: func(o l7.Options) l7.Parser { return postgres.New(o) },
+			detect.MySQL:    func(o l7.Options) l7.Parser { return mysql.New(o) },
 		},
 		Detect:      detect.Detect,
 		ServerFirst: detect.ServerFirst,

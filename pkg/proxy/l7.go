@@ -12,21 +12,9 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/l7"
 )
 
-// NewParser makes the parser of one connection (l7.Parser).
+// NewParser makes the parser of one connection (l7.Parser); the agent maps
+// protocol names to the constructors of pkg/l7/<proto>.
 type NewParser func(l7.Options) l7.Parser
-
-// Protocol is a protocol the proxy can parse; the agent maps protocol
-// names to the constructors of pkg/l7/<proto>.
-type Protocol struct {
-	New NewParser
-	// BodyFollows says that the client messages without a Request that
-	// follow one with a Request are part of it (an HTTP body, the rest of
-	// a large Redis argument): when the request is denied they are
-	// dropped with it, so that none of its bytes reach the server as a
-	// request of their own. Without it they are independent (a
-	// PostgreSQL Sync, a MySQL COM_STMT_CLOSE) and forwarded.
-	BodyFollows bool
-}
 
 // Defaults for L7Config.
 const (
@@ -39,7 +27,7 @@ const (
 type L7Config struct {
 	// Parsers maps a protocol name, as Detect returns it, to its parser.
 	// A detected protocol without a parser is relayed untouched.
-	Parsers map[string]Protocol
+	Parsers map[string]NewParser
 	// Detect names the protocol of a connection to port from the first
 	// bytes p that direction d sent (pkg/l7/detect.Detect): done is false
 	// while more bytes could change the answer; "" is unknown. Required
@@ -118,7 +106,7 @@ func (p *Proxy) learnName(s *session, c *Conn) {
 	pk := newPeeker(s.client)
 	proto := p.detect(pk, l7.FromClient, port)
 	s.l7 = &l7conn{proto: proto, dir: l7.FromClient, detected: proto != ""}
-	newParser := cfg.Parsers[proto].New
+	newParser := cfg.Parsers[proto]
 	if (proto != "tls" && proto != "http") || newParser == nil {
 		return
 	}

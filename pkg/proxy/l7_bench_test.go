@@ -116,9 +116,9 @@ func benchL7Loop(b *testing.B, dst netip.AddrPort, req []byte, respLen int, deni
 			}
 			c.Decider = uidDecider{guard: kindGuard(denied)}
 			c.L7 = L7Config{
-				Parsers: map[string]Protocol{
-					detect.Redis: {New: func(o l7.Options) l7.Parser { return redis.New(o) }, BodyFollows: true},
-					detect.HTTP:  {New: func(o l7.Options) l7.Parser { return l7http.New(o) }, BodyFollows: true},
+				Parsers: map[string]NewParser{
+					detect.Redis: func(o l7.Options) l7.Parser { return redis.New(o) },
+					detect.HTTP:  func(o l7.Options) l7.Parser { return l7http.New(o) },
 				},
 				Detect: detect.Detect,
 			}

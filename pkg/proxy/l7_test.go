@@ -46,7 +46,7 @@ func (p *lineParser) Parse(d l7.Dir, b []byte) ([]l7.Message, error) {
 			if k == 0 {
 				return msgs, nil
 			}
-			msgs = append(msgs, l7.Message{Len: k})
+			msgs = append(msgs, l7.Message{Len: k, Part: true})
 			p.bodyLeft -= k
 			off += k
 			continue
@@ -63,6 +63,13 @@ func (p *lineParser) Parse(d l7.Dir, b []byte) ([]l7.Message, error) {
 			return nil, fmt.Errorf("line: not text: %w", l7.ErrProtocol)
 		}
 		m := l7.Message{Len: i + 1}
+		if d == l7.FromClient && line == "SYNC" {
+			// A message of its own that is no request: forwarded even
+			// right after a denial.
+			msgs = append(msgs, m)
+			off += i + 1
+			continue
+		}
 		if d == l7.FromClient {
 			verb, arg, _ := strings.Cut(line, " ")
 			m.Request = &l7.Request{Protocol: "line", Kind: strings.ToUpper(verb), Text: line, Target: arg,
@@ -190,9 +197,9 @@ func l7Env(t *testing.T, d l7Decider, pr *lineParser) *env {
 	return newEnv(t, func(c *Config) {
 		c.Decider = d
 		c.L7 = L7Config{
-			Parsers: map[string]Protocol{
-				"line": {New: func(l7.Options) l7.Parser { return pr }, BodyFollows: true},
-				"http": {New: func(l7.Options) l7.Parser { return &lineParser{} }},
+			Parsers: map[string]NewParser{
+				"line": func(l7.Options) l7.Parser { return pr },
+				"http": func(l7.Options) l7.Parser { return &lineParser{} },
 			},
 			Detect:       lineDetect,
 			ResponseWait: 300 * time.Millisecond,
@@ -301,8 +308,9 @@ func TestL7DenyInOrder(t *testing.T) {
 	}
 }
 
-// TestL7DenyDropsBody: the body of a denied request never reaches the
-// server, however it is split, so it cannot pass for a request of its own.
+// TestL7DenyDropsBody: the body of a denied request (its Part messages)
+// never reaches the server, however it is split, so it cannot pass for a
+// request of its own; a message that stands alone is forwarded.
 func TestL7DenyDropsBody(t *testing.T) {
 	var got syncLines
 	dst := lineServer(t, false, &got)
@@ -314,10 +322,15 @@ func TestL7DenyDropsBody(t *testing.T) {
 	if r := readLines(t, c, 2); r[0] != "-DENIED UPLOAD is not allowed" || r[1] != "+GET a" {
 		t.Errorf("replies = %q", r)
 	}
+	// A message that is no part of the denied request still goes.
+	c.Write([]byte("FLUSH\nSYNC\n"))
+	if r := readLines(t, c, 2); r[0] != "-DENIED FLUSH is not allowed" || r[1] != "+SYNC" {
+		t.Errorf("replies = %q", r)
+	}
 	c.Close()
 	e.waitIdle(t)
-	if s := got.get(); strings.Join(s, "|") != "GET a" {
-		t.Errorf("server read %q; want only GET a", s)
+	if s := got.get(); strings.Join(s, "|") != "GET a|SYNC" {
+		t.Errorf("server read %q; want only GET a and SYNC", s)
 	}
 }
 
@@ -655,7 +668,7 @@ func TestL7IdleBeforeFirstByte(t *testing.T) {
 	e := newEnv(t, func(c *Config) {
 		c.IdleTimeout = 200 * time.Millisecond
 		c.Decider = l7Decider{rules: &L7Rules{}}
-		c.L7 = L7Config{Parsers: map[string]Protocol{"line": {New: func(l7.Options) l7.Parser { return &lineParser{} }}}, Detect: lineDetect}
+		c.L7 = L7Config{Parsers: map[string]NewParser{"line": func(l7.Options) l7.Parser { return &lineParser{} }}, Detect: lineDetect}
 	})
 	c := e.dial(t, dst)
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))

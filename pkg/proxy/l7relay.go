@@ -68,10 +68,9 @@ type l7relay struct {
 	base     auditlog.Entry // the conn.open entry
 	openSeq  string
 	respWait time.Duration
-	// bodyFollows: after a denied request, the client messages without a
-	// Request are its body and dropping says they are being dropped
-	// (client direction only).
-	bodyFollows, dropping bool
+	// dropping: the client messages marked Part that follow are the rest
+	// of a denied request (client direction only).
+	dropping bool
 
 	plain atomic.Bool // parsing stopped: both directions relay plain bytes
 
@@ -121,8 +120,8 @@ func (p *Proxy) relayL7(ctx context.Context, s *session, open auditlog.Entry, op
 	if r.respWait <= 0 {
 		r.respWait = DefaultResponseWait
 	}
-	pr := cfg.Parsers[proto]
-	if pr.New == nil {
+	newParser := cfg.Parsers[proto]
+	if newParser == nil {
 		if lc.rules.RequireTLS {
 			lc.stats.proto = "unknown"
 			e := r.entry(&l7.Request{Protocol: "unknown"})
@@ -138,8 +137,7 @@ func (p *Proxy) relayL7(ctx context.Context, s *session, open auditlog.Entry, op
 		return p.relay(s)
 	}
 	lc.stats.proto = proto
-	r.parser = pr.New(l7.Options{Redact: lc.rules.Redact})
-	r.bodyFollows = pr.BodyFollows
+	r.parser = newParser(l7.Options{Redact: lc.rules.Redact})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -249,7 +247,7 @@ func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (res
 		}
 		m := &msgs[i]
 		switch {
-		case d == l7.FromClient && m.Request == nil && r.dropping:
+		case d == l7.FromClient && m.Request == nil && m.Part && r.dropping:
 			// The rest of a denied request's body.
 			if !r.write(d, dst, buf[from:off], n) {
 				return nil, false
@@ -257,6 +255,8 @@ func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (res
 			off += m.Len
 			from = off
 			continue
+		case d == l7.FromClient && m.Request == nil && !m.Part:
+			r.dropping = false
 		case d == l7.FromClient && m.Request != nil:
 			r.dropping = false
 			v := r.request(m.Request)
@@ -268,7 +268,7 @@ func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (res
 				if !r.refuse(m.Request, v) {
 					return nil, false
 				}
-				r.dropping = r.bodyFollows
+				r.dropping = true
 				off += m.Len
 				from = off
 				continue
