@@ -15,10 +15,14 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 )
 
-// l7Server is an HTTP server on loopback with a public and an admin path.
-func l7Server(t *testing.T, tls bool) int {
+// l7Server is an HTTP server on loopback that answers every request with
+// its method and path, and remembers them in seen (if not nil).
+func l7Server(t *testing.T, tls bool, seen *syncBuffer) int {
 	t.Helper()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if seen != nil {
+			fmt.Fprintf(seen, "%s %s\n", r.Method, r.URL.Path)
+		}
 		fmt.Fprintf(w, "%s %s ok\n", r.Method, r.URL.Path)
 	})
 	srv := httptest.NewUnstartedServer(h)
@@ -68,7 +72,8 @@ func TestL7Guardrails(t *testing.T) {
 	requireServer(t, "PostgreSQL", pg)
 	requireServer(t, "Redis", rd)
 	requireServer(t, "MariaDB", my)
-	web := l7Server(t, false)
+	var seen syncBuffer
+	web := l7Server(t, false, &seen)
 
 	policy := fmt.Sprintf(`apiVersion: vigil.dev/v1
 default: allow
@@ -135,6 +140,13 @@ rules:
 		if !strings.Contains(out, "DELETE /public ok") || !strings.Contains(out, "forbidden by policy") {
 			t.Errorf("curl on one connection = %q; want /public answered, then /admin refused", out)
 		}
+		// The body of a denied request never reaches the server, so a
+		// request hidden in it cannot either.
+		smuggled := "DELETE /admin/smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+		l7Run(t, cg, "", "curl", "-sS", "-X", "DELETE", "--data-binary", smuggled, url+"/admin/users")
+		if strings.Contains(seen.String(), "/admin") {
+			t.Errorf("the server saw %q; want no /admin request", seen.String())
+		}
 	})
 	a.stop()
 
@@ -195,7 +207,7 @@ rules:
 func TestL7Names(t *testing.T) {
 	requireRoot(t)
 	requireTool(t, "curl")
-	port := l7Server(t, true)
+	port := l7Server(t, true, nil)
 	policy := fmt.Sprintf(`apiVersion: vigil.dev/v1
 default: allow
 rules:
