@@ -20,7 +20,11 @@
 //     is reset: its connect() already succeeded against the proxy, so it
 //     sees a reset on its first read or write rather than ECONNREFUSED, and
 //     a destination that never answers costs it DialTimeout first.
-//  5. Bytes are relayed both ways with splice(2), half-closes passed on.
+//  5. Bytes are relayed both ways with splice(2), half-closes passed on;
+//     or, when the Decision carries L7 rules and a parser knows the
+//     protocol, through that parser (l7relay.go). When the Decider uses
+//     destination names, step 3 first peeks at the client's TLS SNI or
+//     HTTP Host (l7.go).
 //  6. conn.close records bytes_in (destination to client), bytes_out
 //     (client to destination), duration_ms, reason and open_seq (the seq of
 //     the conn.open), without waiting for durability.
