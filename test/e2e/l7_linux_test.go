@@ -200,25 +200,27 @@ rules:
 	verify(t, a.dataDir)
 }
 
-// TestL7Names decides HTTPS connections by the TLS server name the client
-// sends: curl to a denied name is reset before anything reaches the
-// server, curl to an allowed name goes through and its conn.open records
-// the name.
+// TestL7Names decides connections by the name the client sends, the TLS
+// server name or the HTTP Host: curl to a denied name is reset before
+// anything reaches the server, curl to an allowed name goes through and
+// its conn.open records the name.
 func TestL7Names(t *testing.T) {
 	requireRoot(t)
 	requireTool(t, "curl")
 	port := l7Server(t, true, nil)
+	var seen syncBuffer
+	plain := l7Server(t, false, &seen)
 	policy := fmt.Sprintf(`apiVersion: vigil.dev/v1
 default: allow
 rules:
   - name: no-blocked-name
     action: deny
-    match: {dst: {ports: [%d], names: [blocked.example]}}
-`, port)
+    match: {dst: {ports: [%d, %d], names: ["blocked.*"]}}
+`, port, plain)
 	polPath := filepath.Join(t.TempDir(), "policy.yaml")
 	replaceFile(t, polPath, policy)
 	cg := testCgroup(t)
-	a := startAgent(t, cg, "", 0, "--capture", capture(port), "--policy", polPath)
+	a := startAgent(t, cg, "", 0, "--capture", capture(port, plain), "--policy", polPath)
 	curl := func(name string) string {
 		p := strconv.Itoa(port)
 		return l7Run(t, cg, "", "curl", "-sSk", "--resolve", name+":"+p+":127.0.0.1", "https://"+name+":"+p+"/x")
@@ -229,18 +231,29 @@ rules:
 	if out := curl("allowed.example"); !strings.Contains(out, "GET /x ok") {
 		t.Errorf("curl to allowed.example = %q; want the answer", out)
 	}
+	// Plain HTTP: the Host header names the destination.
+	url := "http://127.0.0.1:" + strconv.Itoa(plain)
+	if out := l7Run(t, cg, "", "curl", "-sS", "-H", "Host: Blocked.Example:80", url+"/y"); strings.Contains(out, "ok") {
+		t.Errorf("curl with Host blocked.example = %q; want it refused", out)
+	}
+	if strings.Contains(seen.String(), "/y") {
+		t.Errorf("the server saw %q; want nothing from the refused request", seen.String())
+	}
+	if out := l7Run(t, cg, "", "curl", "-sS", "-H", "Host: www.example", url+"/z"); !strings.Contains(out, "GET /z ok") {
+		t.Errorf("curl with Host www.example = %q; want the answer", out)
+	}
 	a.stop()
-	var denied, opened bool
+	var denied, opened int
 	for _, e := range entries(t, a.dataDir) {
 		switch {
 		case e.Type == auditlog.ConnDeny && e.Rule == "no-blocked-name" && e.Attr("name") == "blocked.example":
-			denied = true
-		case e.Type == auditlog.ConnOpen && e.Attr("name") == "allowed.example" && e.Rule == "default":
-			opened = true
+			denied++
+		case e.Type == auditlog.ConnOpen && e.Rule == "default" && (e.Attr("name") == "allowed.example" || e.Attr("name") == "www.example"):
+			opened++
 		}
 	}
-	if !denied || !opened {
-		t.Errorf("conn.deny for blocked.example: %v, conn.open for allowed.example: %v; want both, with the name", denied, opened)
+	if denied != 2 || opened != 2 {
+		t.Errorf("conn.deny with name blocked.example: %d, conn.open with an allowed name: %d; want 2 of each (TLS and HTTP)", denied, opened)
 	}
 	verify(t, a.dataDir)
 }
