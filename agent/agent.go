@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -57,7 +58,8 @@ type Config struct {
 
 	Socket string // control API unix socket; "" serves no control API
 
-	Ship ShipConfig // off-host sinks; none by default
+	Ship        ShipConfig // off-host sinks; none by default
+	MetricsAddr string     // Prometheus metrics listen address (host:port); "" serves no metrics
 }
 
 // Agent is a running vigil daemon.
@@ -80,6 +82,10 @@ type Agent struct {
 	kpol kernelPolicy
 
 	ship *ship.Shipper // nil without Config.Ship
+
+	metrics        *metricsServer // nil without Config.MetricsAddr
+	policyApplied  atomic.Uint64  // policy files put in force (metrics)
+	policyRejected atomic.Uint64  // policy files rejected (metrics)
 }
 
 // New loads (or, with no key configured, creates) the signing key, opens
@@ -157,6 +163,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 			return nil, err
 		}
 	}
+	if err := a.listenMetrics(); err != nil {
+		a.abort(ctx)
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -164,6 +174,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 // no connection is ever redirected to a port nobody listens on.
 func (a *Agent) startIntercept(ctx context.Context) error {
 	cfg := a.cfg
+	if err := checkCaps(); err != nil {
+		return err
+	}
 	p, err := proxy.New(proxy.Config{
 		Listen:   []string{fmt.Sprintf("127.0.0.1:%d", cfg.ProxyPort), fmt.Sprintf("[::1]:%d", cfg.ProxyPort)},
 		Resolver: proxy.ResolverFunc(a.lookup),
@@ -313,8 +326,21 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if a.metrics != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.serveMetrics(ctx)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.watchdog(ctx)
+	}()
 	a.log.Info("vigil agent started", "data_dir", a.cfg.DataDir, "fingerprint", a.keyID, "public_key", a.pubKey,
 		"version", v.Version, "intercept", a.icpt != nil, "fail_mode", a.cfg.FailMode)
+	a.notifyReady()
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -322,6 +348,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Error("proxy stopped", "err", runErr)
 		noteStopped(&a.status.proxyErr, runErr)
 	}
+	a.notifyStopping()
 	stopCtx, cancel := context.WithTimeout(context.Background(), drainTimeout+20*time.Second)
 	defer cancel()
 	if a.icpt != nil {
@@ -363,6 +390,7 @@ func (a *Agent) abort(ctx context.Context) {
 		_ = a.ship.Close()
 	}
 	a.closeAPI()
+	a.closeMetrics()
 	if a.icpt != nil {
 		a.closeIntercept()
 		_ = a.proxy.Shutdown(context.WithoutCancel(ctx))

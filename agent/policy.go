@@ -101,6 +101,7 @@ func (a *Agent) recordPolicy(ctx context.Context, path string, p *policy.Policy,
 	maps.Copy(attrs, kernel)
 	switch {
 	case err != nil:
+		a.policyRejected.Add(1)
 		attrs["result"] = "rejected"
 		attrs["error"] = err.Error()
 		a.log.Error("policy rejected; keeping the running one", "file", path, "err", err)
@@ -108,6 +109,7 @@ func (a *Agent) recordPolicy(ctx context.Context, path string, p *policy.Policy,
 		attrs["result"] = "none"
 		attrs["default"] = "allow"
 	default:
+		a.policyApplied.Add(1)
 		attrs["result"] = "applied"
 		attrs["sha256"] = p.SHA256()
 		attrs["rules"] = strconv.Itoa(len(p.Rules()))
