@@ -10,10 +10,11 @@ import (
 )
 
 // markControl returns a net.Dialer Control function that sets SO_MARK on
-// the socket before it connects. A socket that cannot be marked is not
-// dialed: unmarked, it would be redirected back to the proxy.
+// the socket before it connects, and keepalive as keepAliveControl does.
+// A socket that cannot be marked is not dialed: unmarked, it would be
+// redirected back to the proxy.
 func markControl(mark uint32) func(network, address string, c syscall.RawConn) error {
-	return func(_, _ string, c syscall.RawConn) error {
+	return func(network, address string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
@@ -23,8 +24,41 @@ func markControl(mark uint32) func(network, address string, c syscall.RawConn) e
 		if serr != nil {
 			return fmt.Errorf("set SO_MARK %#x: %w", mark, serr)
 		}
-		return nil
+		return keepAliveControl(network, address, c)
 	}
+}
+
+// Keepalive settings of every proxy socket: the first probe after 15 s of
+// silence, then every 15 s, 9 unanswered probes close the connection (Go's
+// defaults for net.KeepAliveConfig{Enable: true}).
+const (
+	keepAliveIdle     = 15
+	keepAliveInterval = 15
+	keepAliveCount    = 9
+)
+
+// keepAliveControl enables keepalive on a socket before it connects or
+// listens. Sockets accepted from a listening socket inherit it.
+func keepAliveControl(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		for _, o := range []struct{ level, opt, v int }{
+			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepAliveIdle},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, keepAliveInterval},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
+		} {
+			if serr = unix.SetsockoptInt(int(fd), o.level, o.opt, o.v); serr != nil {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("enable keepalive: %w", serr)
+	}
+	return nil
 }
 
 // checkMark fails with one clear sentence when sockets cannot be marked.

@@ -1,0 +1,102 @@
+package identity
+
+import (
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseStartTime(t *testing.T) {
+	tests := []struct {
+		name, stat string
+		want       uint64
+		ok         bool
+	}{
+		{"plain", "42 (bash) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1000 0 18446744073709551615", 987654, true},
+		{"comm with spaces and parens", "42 (a) b (c)) R 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 55 1000 0", 55, true},
+		{"no paren", "42 bash S 1", 0, false},
+		{"short", "42 (bash) S 1 42", 0, false},
+		{"not a number", "42 (bash) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 x 1000", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStartTime([]byte(tt.stat))
+			if (err == nil) != tt.ok || got != tt.want {
+				t.Errorf("parseStartTime(%q) = %d, %v; want %d, ok %v", tt.stat, got, err, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+// The start time read for this process matches field 22 of its stat file.
+func TestStartTimeSelf(t *testing.T) {
+	raw, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Skip(err)
+	}
+	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	want, _ := strconv.ParseUint(fields[19], 10, 64)
+	got, err := startTime("/proc", uint32(os.Getpid()))
+	if err != nil || got != want {
+		t.Errorf("startTime(self) = %d, %v; want %d", got, err, want)
+	}
+}
+
+func TestCacheLookup(t *testing.T) {
+	c := NewCache("", 2, time.Hour)
+	pid := uint32(os.Getpid())
+	first := c.Lookup(pid, "test", 1)
+	if !first.Complete || first != FromPID(pid, "") {
+		t.Fatalf("Lookup(self) = %+v; want %+v", first, FromPID(pid, ""))
+	}
+	if c.Len() != 1 {
+		t.Errorf("Len() = %d after one lookup; want 1", c.Len())
+	}
+	if again := c.Lookup(pid, "test", 1); again != first {
+		t.Errorf("second Lookup(self) = %+v; want %+v", again, first)
+	}
+	// Another comm or cgroup is another key; the size bound holds.
+	c.Lookup(pid, "other", 1)
+	c.Lookup(pid, "test", 2)
+	if c.Len() != 2 {
+		t.Errorf("Len() = %d; want the bound 2", c.Len())
+	}
+	if info := c.Lookup(0, "x", 0); info.Complete {
+		t.Errorf("Lookup(0).Complete = true; want false")
+	}
+}
+
+// An entry expires after its ttl, and a process that exited is never served
+// from the cache, even when its entry is still fresh.
+func TestCacheExpiryAndExit(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := NewCache("", 8, time.Second)
+	c.now = func() time.Time { return now }
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Skip(err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	// Wait until the child has exec'd, so its cmdline is sleep's.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.HasPrefix(FromPID(pid, "").Cmdline, "sleep") && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	info := c.Lookup(pid, "sleep", 7)
+	if !info.Complete || info.Cmdline != "sleep 30" {
+		t.Fatalf("Lookup(child) = %+v; want complete, cmdline %q", info, "sleep 30")
+	}
+	now = now.Add(2 * time.Second)
+	c.Lookup(pid, "sleep", 7) // expired: read again, entry renewed
+	if c.Len() != 1 {
+		t.Errorf("Len() = %d; want 1", c.Len())
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if got := c.Lookup(pid, "sleep", 7); got.Complete {
+		t.Errorf("Lookup(exited child) = %+v; want an incomplete read, not the cached entry", got)
+	}
+}

@@ -1,0 +1,54 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Accepted and dialed sockets carry keepalive, set once on the listener
+// (and inherited) or in the dialer's control function.
+func TestKeepAlive(t *testing.T) {
+	lc := listenConfig()
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := net.Dialer{KeepAlive: -1, Control: keepAliveControl}
+	dialed, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dialed.Close()
+	accepted, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer accepted.Close()
+	for name, c := range map[string]net.Conn{"accepted": accepted, "dialed": dialed} {
+		rc, err := c.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range []struct {
+			name       string
+			level, opt int
+			want       int
+		}{
+			{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+			{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepAliveIdle},
+			{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, keepAliveInterval},
+			{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
+		} {
+			var got int
+			var gerr error
+			rc.Control(func(fd uintptr) { got, gerr = unix.GetsockoptInt(int(fd), o.level, o.opt) })
+			if gerr != nil || got != o.want {
+				t.Errorf("%s socket: %s = %d, %v; want %d", name, o.name, got, gerr, o.want)
+			}
+		}
+	}
+}
