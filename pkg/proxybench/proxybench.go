@@ -50,6 +50,11 @@ type Rate struct {
 	PerSec    float64 `json:"conns_per_sec"`
 	P50Micros float64 `json:"p50_us"` // connect + first response byte
 	P99Micros float64 `json:"p99_us"`
+	// CPUMicros is the CPU time (user and system) this process spent per
+	// connection: client, proxy, audit log and server together. Two
+	// vCPUs divided by it is the rate the machine could reach if nothing
+	// else ran.
+	CPUMicros float64 `json:"cpu_us_per_conn"`
 }
 
 // Result compares intercepted with direct.
@@ -309,6 +314,7 @@ func rate(ctx context.Context, d dialer, port uint16, clients int, dur time.Dura
 	var total atomic.Int64
 	lats := make([][]time.Duration, clients)
 	errs := make(chan error, clients)
+	cpu0 := cpuTime()
 	start := time.Now()
 	for w := 0; w < clients; w++ {
 		wg.Add(1)
@@ -338,6 +344,7 @@ func rate(ctx context.Context, d dialer, port uint16, clients int, dur time.Dura
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := cpuTime() - cpu0
 	close(errs)
 	if err := <-errs; err != nil {
 		return Rate{}, err
@@ -348,5 +355,16 @@ func rate(ctx context.Context, d dialer, port uint16, clients int, dur time.Dura
 		return Rate{}, errors.New("no connection completed")
 	}
 	pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))]) / 1e3 }
-	return Rate{Clients: clients, PerSec: float64(total.Load()) / elapsed.Seconds(), P50Micros: pct(0.5), P99Micros: pct(0.99)}, nil
+	n := float64(total.Load())
+	return Rate{Clients: clients, PerSec: n / elapsed.Seconds(), P50Micros: pct(0.5), P99Micros: pct(0.99),
+		CPUMicros: float64(cpu.Microseconds()) / max(n, 1)}, nil
+}
+
+// cpuTime is the CPU time this process used so far, user and system.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
