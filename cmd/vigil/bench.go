@@ -129,7 +129,8 @@ func benchProxy(c *cli.Context) error {
 		return json.NewEncoder(c.App.Writer).Encode(res)
 	}
 	w := c.App.Writer
-	fmt.Fprintf(w, "bulk, one stream:   direct %8.0f MB/s   intercepted %8.0f MB/s   ratio %.2f\n", res.BulkDirectMBps, res.BulkProxyMBps, res.BulkRatio)
+	fmt.Fprintf(w, "bulk, one stream:   direct %8.0f MB/s (cpu %4.0fµs/MiB)   intercepted %8.0f MB/s (cpu %4.0fµs/MiB)   ratio %.2f\n",
+		res.BulkDirectMBps, res.BulkDirectCPU, res.BulkProxyMBps, res.BulkProxyCPU, res.BulkRatio)
 	for i, d := range res.Direct {
 		in := res.Intercepted[i]
 		fmt.Fprintf(w, "conns, %2d client(s): direct %8.0f /s (p50 %5.0fµs p99 %6.0fµs cpu %4.0fµs/conn)   intercepted %8.0f /s (p50 %5.0fµs p99 %6.0fµs cpu %4.0fµs/conn)   ratio %.2f\n",

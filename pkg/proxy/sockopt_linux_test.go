@@ -8,9 +8,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Accepted and dialed sockets carry keepalive, set once on the listener
-// (and inherited) or in the dialer's control function.
-func TestKeepAlive(t *testing.T) {
+// Accepted and dialed sockets carry keepalive and the unsent-bytes bound:
+// keepalive set once on the listener and inherited, the bound set by relay;
+// both set by the dialer's control function.
+func TestSocketOptions(t *testing.T) {
 	lc := listenConfig()
 	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
@@ -28,6 +29,7 @@ func TestKeepAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer accepted.Close()
+	setNotSentLowat(accepted.(*net.TCPConn)) // as relay does
 	for name, c := range map[string]net.Conn{"accepted": accepted, "dialed": dialed} {
 		rc, err := c.(*net.TCPConn).SyscallConn()
 		if err != nil {
@@ -42,6 +44,7 @@ func TestKeepAlive(t *testing.T) {
 			{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepAliveIdle},
 			{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, keepAliveInterval},
 			{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
+			{"TCP_NOTSENT_LOWAT", unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, notSentLowat},
 		} {
 			var got int
 			var gerr error

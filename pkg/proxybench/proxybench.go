@@ -59,13 +59,17 @@ type Rate struct {
 
 // Result compares intercepted with direct.
 type Result struct {
-	BulkDirectMBps float64    `json:"bulk_direct_mb_per_sec"`
-	BulkProxyMBps  float64    `json:"bulk_intercepted_mb_per_sec"`
-	BulkRatio      float64    `json:"bulk_ratio"`
-	Direct         []Rate     `json:"direct"`
-	Intercepted    []Rate     `json:"intercepted"`
-	RateRatio      []float64  `json:"rate_ratio"`
-	Audit          AuditCount `json:"audit"`
+	BulkDirectMBps float64 `json:"bulk_direct_mb_per_sec"`
+	BulkProxyMBps  float64 `json:"bulk_intercepted_mb_per_sec"`
+	BulkRatio      float64 `json:"bulk_ratio"`
+	// BulkDirectCPU and BulkProxyCPU are the CPU time this process spent
+	// per MiB streamed (client, proxy and sink together), in µs.
+	BulkDirectCPU float64    `json:"bulk_direct_cpu_us_per_mib"`
+	BulkProxyCPU  float64    `json:"bulk_intercepted_cpu_us_per_mib"`
+	Direct        []Rate     `json:"direct"`
+	Intercepted   []Rate     `json:"intercepted"`
+	RateRatio     []float64  `json:"rate_ratio"`
+	Audit         AuditCount `json:"audit"`
 }
 
 // AuditCount is what the log recorded during the run.
@@ -142,12 +146,17 @@ func Measure(ctx context.Context, cfg Config) (res Result, err error) {
 
 	direct := dialer{mark: intercept.DefaultBypassMark}
 	proxied := dialer{}
+	cpu0 := cpuTime()
 	if res.BulkDirectMBps, err = bulk(direct, srv.sink, cfg.BulkMiB); err != nil {
 		return res, fmt.Errorf("proxybench: direct bulk: %w", err)
 	}
+	cpu1 := cpuTime()
 	if res.BulkProxyMBps, err = bulk(proxied, srv.sink, cfg.BulkMiB); err != nil {
 		return res, fmt.Errorf("proxybench: intercepted bulk: %w", err)
 	}
+	cpu2 := cpuTime()
+	res.BulkDirectCPU = float64((cpu1 - cpu0).Microseconds()) / float64(cfg.BulkMiB)
+	res.BulkProxyCPU = float64((cpu2 - cpu1).Microseconds()) / float64(cfg.BulkMiB)
 	res.BulkRatio = res.BulkProxyMBps / res.BulkDirectMBps
 	for _, n := range cfg.Clients {
 		d, err := rate(ctx, direct, srv.pong, n, cfg.Duration)
