@@ -193,10 +193,11 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-// listenConfig sets keepalive once on the listening socket; every accepted
-// socket inherits it from there, so accepting costs no setsockopt calls.
+// listenConfig sets keepalive and the receive buffer once on the listening
+// socket; every accepted socket inherits them from there, so accepting
+// costs no setsockopt calls.
 func listenConfig() net.ListenConfig {
-	return net.ListenConfig{KeepAlive: -1, Control: keepAliveControl}
+	return net.ListenConfig{KeepAlive: -1, Control: listenControl}
 }
 
 // ipv6Unavailable reports whether err from listening on addr means that

@@ -30,6 +30,15 @@ func TestSocketOptions(t *testing.T) {
 	}
 	defer accepted.Close()
 	setNotSentLowat(accepted.(*net.TCPConn)) // as relay does
+	rc, err := accepted.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rcvbuf int
+	rc.Control(func(fd uintptr) { rcvbuf, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) })
+	if err != nil || rcvbuf != 2*clientRcvbuf { // the kernel doubles it
+		t.Errorf("accepted socket: SO_RCVBUF = %d, %v; want %d", rcvbuf, err, 2*clientRcvbuf)
+	}
 	for name, c := range map[string]net.Conn{"accepted": accepted, "dialed": dialed} {
 		rc, err := c.(*net.TCPConn).SyscallConn()
 		if err != nil {
