@@ -16,10 +16,19 @@ const (
 	DefaultCacheTTL  = time.Second
 )
 
+// startRecheck is how long a process's start time, once read, is taken as
+// still valid for the same pid, comm and cgroup without reading
+// /proc/PID/stat again. The kernel hands out pids in increasing order and
+// wraps at pid_max (at least 32768): for a pid to be reused, the host
+// must create some 32,000 processes first, which takes far longer than
+// this, so a pid seen this recently is still the same process.
+const startRecheck = 20 * time.Millisecond
+
 // Cache remembers what FromPID read about a process, so that a process
-// opening many connections costs one small read of /proc/PID/stat per
-// connection instead of reading its exe link, command line and cgroup
-// each time (three files, nine system calls, and the cgroup path parsed).
+// opening many connections costs at most one small read of /proc/PID/stat
+// per connection (none within startRecheck of the last) instead of
+// reading its exe link, command line and cgroup each time (three files,
+// nine system calls, and the cgroup path parsed).
 //
 // An entry is used only for the same process: the pid, its start time
 // (from /proc/PID/stat, so a reused pid never matches), and the comm and
@@ -33,15 +42,27 @@ type Cache struct {
 	ttl      time.Duration
 	now      func() time.Time
 
-	mu sync.Mutex
-	m  map[cacheKey]cacheEntry
+	mu     sync.Mutex
+	m      map[cacheKey]cacheEntry
+	starts map[procKey]startSeen
+}
+
+// procKey is a process as the kernel names it at connect time.
+type procKey struct {
+	pid      uint32
+	cgroupID uint64
+	comm     string
+}
+
+// startSeen is the start time of a process and when it was read.
+type startSeen struct {
+	start uint64
+	at    time.Time
 }
 
 type cacheKey struct {
-	pid      uint32
-	start    uint64 // start time in clock ticks after boot (field 22 of /proc/PID/stat)
-	cgroupID uint64
-	comm     string
+	procKey
+	start uint64 // start time in clock ticks after boot (field 22 of /proc/PID/stat)
 }
 
 type cacheEntry struct {
@@ -62,7 +83,8 @@ func NewCache(procRoot string, size int, ttl time.Duration) *Cache {
 	if ttl <= 0 {
 		ttl = DefaultCacheTTL
 	}
-	return &Cache{procRoot: procRoot, size: size, ttl: ttl, now: time.Now, m: make(map[cacheKey]cacheEntry)}
+	return &Cache{procRoot: procRoot, size: size, ttl: ttl, now: time.Now,
+		m: make(map[cacheKey]cacheEntry), starts: make(map[procKey]startSeen)}
 }
 
 // Lookup returns what FromPID would, for the process pid whose thread the
@@ -71,12 +93,25 @@ func (c *Cache) Lookup(pid uint32, comm string, cgroupID uint64) Info {
 	if pid == 0 {
 		return FromPID(pid, c.procRoot)
 	}
-	start, err := startTime(c.procRoot, pid)
-	if err != nil {
-		return FromPID(pid, c.procRoot) // gone or unreadable: FromPID says what it can
-	}
-	k := cacheKey{pid: pid, start: start, cgroupID: cgroupID, comm: comm}
+	pk := procKey{pid: pid, cgroupID: cgroupID, comm: comm}
 	now := c.now()
+	c.mu.Lock()
+	seen, ok := c.starts[pk]
+	c.mu.Unlock()
+	start := seen.start
+	if !ok || now.Sub(seen.at) >= startRecheck || now.Before(seen.at) {
+		var err error
+		if start, err = startTime(c.procRoot, pid); err != nil {
+			return FromPID(pid, c.procRoot) // gone or unreadable: FromPID says what it can
+		}
+		c.mu.Lock()
+		if _, ok := c.starts[pk]; !ok && len(c.starts) >= c.size {
+			clear(c.starts) // rebuilt at one stat read per process
+		}
+		c.starts[pk] = startSeen{start: start, at: now}
+		c.mu.Unlock()
+	}
+	k := cacheKey{procKey: pk, start: start}
 	c.mu.Lock()
 	e, ok := c.m[k]
 	c.mu.Unlock()

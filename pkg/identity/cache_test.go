@@ -3,6 +3,7 @@ package identity
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -96,13 +97,57 @@ func TestCacheExpiryAndExit(t *testing.T) {
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
+	now = now.Add(startRecheck)
 	if got := c.Lookup(pid, "sleep", 7); got.Complete {
 		t.Errorf("Lookup(exited child) = %+v; want an incomplete read, not the cached entry", got)
 	}
 }
 
-// BenchmarkCacheLookup is a cache hit: one read of /proc/PID/stat. Compare
-// with BenchmarkFromPIDSelf, what every connection cost without the cache.
+// A reused pid (another start time in /proc/PID/stat) is read afresh, but
+// only once the start time is due for a recheck.
+func TestCacheStartRecheck(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "4242")
+	write := func(name, data string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stat := func(start int) string {
+		return "4242 (app) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 " + strconv.Itoa(start) + " 1000 0"
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/usr/bin/app", filepath.Join(dir, "exe")); err != nil {
+		t.Fatal(err)
+	}
+	write("stat", stat(100))
+	write("cmdline", "app\x00--one")
+	write("cgroup", "0::/system.slice/app.service\n")
+
+	now := time.Unix(1000, 0)
+	c := NewCache(root, 0, time.Hour)
+	c.now = func() time.Time { return now }
+	if got := c.Lookup(4242, "app", 9).Cmdline; got != "app --one" {
+		t.Fatalf("Lookup = %q; want %q", got, "app --one")
+	}
+	// The pid is reused by another process.
+	write("stat", stat(200))
+	write("cmdline", "app\x00--two")
+	now = now.Add(startRecheck / 2)
+	if got := c.Lookup(4242, "app", 9).Cmdline; got != "app --one" {
+		t.Errorf("Lookup within the recheck interval = %q; want the cached %q", got, "app --one")
+	}
+	now = now.Add(startRecheck)
+	if got := c.Lookup(4242, "app", 9).Cmdline; got != "app --two" {
+		t.Errorf("Lookup after the recheck interval = %q; want the new process's %q", got, "app --two")
+	}
+}
+
+// BenchmarkCacheLookup is a cache hit for a busy process (its start time
+// read within startRecheck: no system call). Compare with
+// BenchmarkFromPIDSelf, what every connection cost without the cache.
 func BenchmarkCacheLookup(b *testing.B) {
 	pid := uint32(os.Getpid())
 	c := NewCache("", 0, 0)
