@@ -41,6 +41,7 @@ func benchCommand() *cli.Command {
 				&cli.IntFlag{Name: "bulk-mib", Value: 512, Usage: "MiB streamed in each bulk measurement"},
 				&cli.IntSliceFlag{Name: "clients", Value: cli.NewIntSlice(1, 32), Usage: "concurrent clients for the connection rate"},
 				&cli.StringFlag{Name: "type", Value: string(keys.ECDSAP256), Usage: "type of the fresh signing key (ecdsa-p256, ed25519)"},
+				&cli.IntFlag{Name: "rounds", Value: 4, Usage: "slices each measurement is cut into, direct and intercepted taking turns"},
 				&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the whole run (client, proxy and server share the process) to this file"},
 				outputFlag("text"),
 			},
@@ -120,7 +121,7 @@ func benchProxy(c *cli.Context) error {
 		return err
 	}
 	res, err := proxybench.Measure(c.Context, proxybench.Config{
-		Dir: dir, Signer: signer, Duration: c.Duration("duration"), BulkMiB: c.Int("bulk-mib"), Clients: c.IntSlice("clients"),
+		Dir: dir, Signer: signer, Duration: c.Duration("duration"), BulkMiB: c.Int("bulk-mib"), Clients: c.IntSlice("clients"), Rounds: c.Int("rounds"),
 	})
 	if err != nil {
 		return err

@@ -40,7 +40,10 @@ type Config struct {
 	Duration time.Duration // per connection-rate measurement; default 3s
 	BulkMiB  int           // per bulk measurement; default 512
 	Clients  []int         // concurrent clients for the connection rate; default 1 and 32
-	Logger   *slog.Logger
+	// Rounds is how many slices each measurement is cut into, direct and
+	// intercepted taking turns; default 4.
+	Rounds int
+	Logger *slog.Logger
 }
 
 // Rate is a connection-rate measurement: connect, 1-byte request, 1-byte
@@ -88,6 +91,9 @@ func Measure(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	if len(cfg.Clients) == 0 {
 		cfg.Clients = []int{1, 32}
+	}
+	if cfg.Rounds <= 0 {
+		cfg.Rounds = 4
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -146,30 +152,52 @@ func Measure(ctx context.Context, cfg Config) (res Result, err error) {
 
 	direct := dialer{mark: intercept.DefaultBypassMark}
 	proxied := dialer{}
-	cpu0 := cpuTime()
-	if res.BulkDirectMBps, err = bulk(direct, srv.sink, cfg.BulkMiB); err != nil {
-		return res, fmt.Errorf("proxybench: direct bulk: %w", err)
+	// Direct and intercepted alternate in cfg.Rounds slices each, so that
+	// both see the same machine even when other work comes and goes.
+	var bd, bp usage
+	mib := max(cfg.BulkMiB/cfg.Rounds, 1)
+	for range cfg.Rounds {
+		u, err := bulk(direct, srv.sink, mib)
+		if err != nil {
+			return res, fmt.Errorf("proxybench: direct bulk: %w", err)
+		}
+		bd.add(u)
+		if u, err = bulk(proxied, srv.sink, mib); err != nil {
+			return res, fmt.Errorf("proxybench: intercepted bulk: %w", err)
+		}
+		bp.add(u)
 	}
-	cpu1 := cpuTime()
-	if res.BulkProxyMBps, err = bulk(proxied, srv.sink, cfg.BulkMiB); err != nil {
-		return res, fmt.Errorf("proxybench: intercepted bulk: %w", err)
-	}
-	cpu2 := cpuTime()
-	res.BulkDirectCPU = float64((cpu1 - cpu0).Microseconds()) / float64(cfg.BulkMiB)
-	res.BulkProxyCPU = float64((cpu2 - cpu1).Microseconds()) / float64(cfg.BulkMiB)
+	total := float64(mib * cfg.Rounds)
+	res.BulkDirectMBps = total * (1 << 20) / bd.elapsed.Seconds() / 1e6
+	res.BulkProxyMBps = total * (1 << 20) / bp.elapsed.Seconds() / 1e6
+	res.BulkDirectCPU = float64(bd.cpu.Microseconds()) / total
+	res.BulkProxyCPU = float64(bp.cpu.Microseconds()) / total
 	res.BulkRatio = res.BulkProxyMBps / res.BulkDirectMBps
+	slice := max(cfg.Duration/time.Duration(cfg.Rounds), 10*time.Millisecond)
 	for _, n := range cfg.Clients {
-		d, err := rate(ctx, direct, srv.pong, n, cfg.Duration)
+		var d, i usage
+		for range cfg.Rounds {
+			u, err := rate(ctx, direct, srv.pong, n, slice)
+			if err != nil {
+				return res, fmt.Errorf("proxybench: direct rate: %w", err)
+			}
+			d.add(u)
+			if u, err = rate(ctx, proxied, srv.pong, n, slice); err != nil {
+				return res, fmt.Errorf("proxybench: intercepted rate: %w", err)
+			}
+			i.add(u)
+		}
+		dr, err := d.rate(n)
 		if err != nil {
 			return res, fmt.Errorf("proxybench: direct rate: %w", err)
 		}
-		i, err := rate(ctx, proxied, srv.pong, n, cfg.Duration)
+		ir, err := i.rate(n)
 		if err != nil {
 			return res, fmt.Errorf("proxybench: intercepted rate: %w", err)
 		}
-		res.Direct = append(res.Direct, d)
-		res.Intercepted = append(res.Intercepted, i)
-		res.RateRatio = append(res.RateRatio, i.PerSec/d.PerSec)
+		res.Direct = append(res.Direct, dr)
+		res.Intercepted = append(res.Intercepted, ir)
+		res.RateRatio = append(res.RateRatio, ir.PerSec/dr.PerSec)
 	}
 	st := log.Stats()
 	res.Audit = AuditCount{Entries: st.NextSeq - 1, Fsyncs: st.Fsyncs}
@@ -291,32 +319,61 @@ func (d dialer) dial(port uint16) (*net.TCPConn, error) {
 	return c.(*net.TCPConn), nil
 }
 
-// bulk streams mib MiB over one connection and returns MB/s.
-func bulk(d dialer, port uint16, mib int) (float64, error) {
+// usage is what one or more slices of a measurement took.
+type usage struct {
+	n       int64           // connections completed
+	elapsed time.Duration   // wall time
+	cpu     time.Duration   // CPU time of this process
+	lats    []time.Duration // connect + first response byte, per connection
+}
+
+func (u *usage) add(v usage) {
+	u.n += v.n
+	u.elapsed += v.elapsed
+	u.cpu += v.cpu
+	u.lats = append(u.lats, v.lats...)
+}
+
+// rate summarizes the connection-rate slices in u.
+func (u *usage) rate(clients int) (Rate, error) {
+	if len(u.lats) == 0 || u.n == 0 {
+		return Rate{}, errors.New("no connection completed")
+	}
+	slices.Sort(u.lats)
+	pct := func(p float64) float64 { return float64(u.lats[int(p*float64(len(u.lats)-1))]) / 1e3 }
+	n := float64(u.n)
+	return Rate{Clients: clients, PerSec: n / u.elapsed.Seconds(), P50Micros: pct(0.5), P99Micros: pct(0.99),
+		CPUMicros: float64(u.cpu.Microseconds()) / n}, nil
+}
+
+// bulk streams mib MiB over one new connection; the time and CPU to set
+// the connection up are not counted.
+func bulk(d dialer, port uint16, mib int) (usage, error) {
 	c, err := d.dial(port)
 	if err != nil {
-		return 0, err
+		return usage{}, err
 	}
 	defer c.Close()
-	chunk := make([]byte, 1<<20)
+	cpu0 := cpuTime()
 	start := time.Now()
+	chunk := make([]byte, 1<<20)
 	for i := 0; i < mib; i++ {
 		if _, err := c.Write(chunk); err != nil {
-			return 0, err
+			return usage{}, err
 		}
 	}
 	if err := c.CloseWrite(); err != nil {
-		return 0, err
+		return usage{}, err
 	}
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-		return 0, fmt.Errorf("no acknowledgement from the sink: %w", err)
+		return usage{}, fmt.Errorf("no acknowledgement from the sink: %w", err)
 	}
-	return float64(mib<<20) / time.Since(start).Seconds() / 1e6, nil
+	return usage{elapsed: time.Since(start), cpu: cpuTime() - cpu0}, nil
 }
 
 // rate runs clients loops of connect, 1-byte request, 1-byte response,
 // close, for dur.
-func rate(ctx context.Context, d dialer, port uint16, clients int, dur time.Duration) (Rate, error) {
+func rate(ctx context.Context, d dialer, port uint16, clients int, dur time.Duration) (usage, error) {
 	ctx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -352,21 +409,12 @@ func rate(ctx context.Context, d dialer, port uint16, clients int, dur time.Dura
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	cpu := cpuTime() - cpu0
+	u := usage{n: total.Load(), elapsed: time.Since(start), cpu: cpuTime() - cpu0, lats: slices.Concat(lats...)}
 	close(errs)
 	if err := <-errs; err != nil {
-		return Rate{}, err
+		return usage{}, err
 	}
-	all := slices.Concat(lats...)
-	slices.Sort(all)
-	if len(all) == 0 {
-		return Rate{}, errors.New("no connection completed")
-	}
-	pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))]) / 1e3 }
-	n := float64(total.Load())
-	return Rate{Clients: clients, PerSec: n / elapsed.Seconds(), P50Micros: pct(0.5), P99Micros: pct(0.99),
-		CPUMicros: float64(cpu.Microseconds()) / max(n, 1)}, nil
+	return u, nil
 }
 
 // cpuTime is the CPU time this process used so far, user and system.
