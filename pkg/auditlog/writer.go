@@ -312,11 +312,11 @@ func (w *writer) cutBack() {
 	if w.seg == nil {
 		return
 	}
+	w.segAlloc = 0 // the truncate frees the reservation too
 	if err := w.seg.Truncate(w.segSize); err != nil {
 		w.l.log.Error("cannot cut back audit segment after a failed write", "segment", w.segPath, "err", err)
 		w.seg.Close()
 		w.seg = nil
-		w.segAlloc = 0
 		w.dirty = true
 	}
 }
