@@ -174,7 +174,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 // no connection is ever redirected to a port nobody listens on.
 func (a *Agent) startIntercept(ctx context.Context) error {
 	cfg := a.cfg
-	if err := checkCaps(); err != nil {
+	if err := checkCaps(cfg.ProxyPort); err != nil {
 		return err
 	}
 	p, err := proxy.New(proxy.Config{

@@ -3,4 +3,4 @@
 package agent
 
 // checkCaps has nothing to check where interception cannot run at all.
-func checkCaps() error { return nil }
+func checkCaps(uint16) error { return nil }

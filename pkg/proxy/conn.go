@@ -87,7 +87,7 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn) {
 		return
 	}
 
-	info := identity.FromPID(origin.PID, p.cfg.IdentityProcRoot)
+	info := p.identify(origin)
 	conn := &Conn{Client: client, Origin: origin, Identity: IdentityOf(origin, info), Process: info}
 	e := auditlog.Entry{
 		Identity: conn.Identity,
@@ -114,6 +114,15 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn) {
 		return
 	}
 	p.open(ctx, s, e, origin.Dst)
+}
+
+// identify reads what /proc says about the caller, through the cache when
+// there is one.
+func (p *Proxy) identify(o intercept.Origin) identity.Info {
+	if p.ids == nil {
+		return identity.FromPID(o.PID, p.cfg.IdentityProcRoot)
+	}
+	return p.ids.Lookup(o.PID, o.Comm, o.CgroupID)
 }
 
 // decide asks the Decider, if any.
@@ -230,9 +239,9 @@ func closeEntry(open auditlog.Entry, seq uint64, reason string, in, out int64, s
 // dial connects to the original destination with the proxy's mark set.
 func (p *Proxy) dial(ctx context.Context, dst netip.AddrPort) (*net.TCPConn, error) {
 	d := net.Dialer{
-		Timeout:         p.cfg.DialTimeout,
-		KeepAliveConfig: net.KeepAliveConfig{Enable: true},
-		Control:         markControl(p.cfg.DialMark),
+		Timeout:   p.cfg.DialTimeout,
+		KeepAlive: -1, // set by markControl, with the mark
+		Control:   markControl(p.cfg.DialMark),
 	}
 	c, err := d.DialContext(ctx, "tcp", dst.String())
 	if err != nil {

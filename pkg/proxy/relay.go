@@ -87,6 +87,7 @@ func (p *Proxy) relay(s *session) (in, out int64) {
 		defer close(stopWatch)
 		go watchIdle(s, dst, p.cfg.IdleTimeout, stopWatch)
 	}
+	setNotSentLowat(s.client) // the dialed socket has it from markControl
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

@@ -207,7 +207,7 @@ func unitAgent(t *testing.T, cg string, port int, caps []string) (dataDir string
 		}
 		args = append(args, a)
 	}
-	args = append(args, "--cgroup", cg, "--proxy-port", strconv.Itoa(freePort(t)),
+	args = append(args, "--cgroup", cg, "--proxy-port", strconv.Itoa(freePrivilegedPort(t)),
 		"--capture", capture(port), "--policy", filepath.Join(dir, "policy.yaml"))
 	os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte("apiVersion: vigil.dev/v1\ndefault: audit\n"), 0o644)
 	bounding := "-all"
