@@ -681,3 +681,58 @@ func TestL7IdleBeforeFirstByte(t *testing.T) {
 		t.Errorf("conn.close = %+v; want reason idle", cl)
 	}
 }
+
+// TestL7Splices: with parsers configured, a connection no l7 rule applies
+// to, one whose protocol is unknown, and one that turned encrypted are all
+// relayed by splice: their bytes do not pass through the proxy's memory.
+func TestL7Splices(t *testing.T) {
+	const size = 32 << 20
+	for _, tt := range []struct {
+		name  string
+		rules *L7Rules
+		first string // sent (and answered) first
+	}{
+		{"no l7 rule", nil, ""},
+		{"unknown protocol", &L7Rules{}, ""},
+		{"encrypted", &L7Rules{}, "STARTTLS\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			received := make(chan int64, 1)
+			dst := server(t, func(c *net.TCPConn) {
+				if tt.first != "" {
+					r := bufio.NewReader(c)
+					l, _ := r.ReadString('\n')
+					c.Write([]byte("+" + l))
+					n, _ := io.Copy(io.Discard, r)
+					received <- n
+					return
+				}
+				n, _ := io.Copy(io.Discard, c)
+				received <- n
+			})
+			e := l7Env(t, l7Decider{rules: tt.rules}, nil)
+			c := e.dial(t, dst)
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			if tt.first != "" {
+				c.Write([]byte(tt.first))
+				readLines(t, c, 1)
+			}
+			before := procIO(t)
+			buf := make([]byte, 1<<20) // zeros: no protocol the detector knows
+			for range size / len(buf) {
+				if _, err := c.Write(buf); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.CloseWrite()
+			if n := <-received; n != size {
+				t.Fatalf("destination received %d bytes; want %d", n, size)
+			}
+			read := procIO(t)["rchar"] - before["rchar"]
+			if read > size*5/4 {
+				t.Errorf("bytes read by the process while relaying %d = %d; want about %d (the destination's reads only)", size, read, size)
+			}
+		})
+	}
+}
