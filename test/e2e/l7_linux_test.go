@@ -88,6 +88,7 @@ rules:
     match: {dst: {ports: [%d]}}
     l7:
       redis: {deny_commands: [FLUSHALL, FLUSHDB, CONFIG]}
+      audit: required
   - name: web-guard
     action: audit
     match: {dst: {ports: [%d]}}
@@ -189,6 +190,17 @@ rules:
 		if !found {
 			t.Errorf("no l7.request with rule %s, %s %s, decision %s, text %q", w.rule, w.protocol, w.kind, w.decision, w.text)
 		}
+	}
+	// audit: required: the GET's entry was durable before the GET went
+	// out, and its answer is an entry of its own.
+	var responded bool
+	for _, e := range es {
+		if e.Type == "l7.response" && e.Rule == "redis-guard" && e.Attr("kind") == "GET" && e.Attr("status") == "ok" && e.Attr("request_seq") != "" {
+			responded = true
+		}
+	}
+	if !responded {
+		t.Errorf("no l7.response for the GET under audit: required")
 	}
 	if t.Failed() {
 		for _, e := range es {
