@@ -184,6 +184,7 @@ func (a *Agent) startIntercept(ctx context.Context) error {
 		Decider:  decider{a.policy},
 		DialMark: intercept.DefaultBypassMark,
 		Logger:   cfg.Logger,
+		L7:       l7Config(),
 	})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)

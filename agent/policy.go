@@ -56,6 +56,7 @@ func (d decider) Decide(_ context.Context, c *proxy.Conn) proxy.Decision {
 	p := d.holder.Current()
 	in := policy.Input{
 		Dst:       c.Origin.Dst,
+		Name:      c.Name,
 		UID:       c.Origin.UID,
 		GID:       c.Origin.GID,
 		Comm:      c.Origin.Comm,
@@ -76,8 +77,12 @@ func (d decider) Decide(_ context.Context, c *proxy.Conn) proxy.Decision {
 	case policy.Audit:
 		v = auditlog.Audit
 	}
-	return proxy.Decision{Verdict: v, Rule: dec.Rule}
+	return proxy.Decision{Verdict: v, Rule: dec.Rule, L7: l7Rules(dec.L7)}
 }
+
+// UsesNames tells the proxy to learn a connection's destination name
+// before deciding it, when the policy in force matches names.
+func (d decider) UsesNames() bool { return d.holder.Current().UsesNames() }
 
 // userName resolves a uid from the host's user database; "" when unknown.
 func userName(uid uint32) string {
