@@ -51,6 +51,10 @@ type Config struct {
 	FailMode   string                  // FailOpen (default) or FailClosed
 	PinPath    string                  // bpffs directory for FailClosed; default DefaultPinPath
 	Debug      bool                    // verifier logs in BPF load errors
+	// MaxNetns bounds the workload network namespaces (pods, containers)
+	// served at once; 0 means intercept.DefaultMaxNetns, < 0 serves none
+	// (connects from them are only reported, netns.bypass).
+	MaxNetns int
 
 	PolicyPath     string // policy file; "" means DefaultPolicyPath
 	PolicyExplicit bool   // PolicyPath was given: it must exist and be valid
@@ -80,6 +84,8 @@ type Agent struct {
 	kpol kernelPolicy
 
 	ship *ship.Shipper // nil without Config.Ship
+
+	netns *workloads // served workload network namespaces; nil without interception or with MaxNetns < 0
 }
 
 // New loads (or, with no key configured, creates) the signing key, opens
@@ -183,6 +189,7 @@ func (a *Agent) startIntercept(ctx context.Context) error {
 		ExemptPID:  uint32(os.Getpid()),
 		Logger:     cfg.Logger,
 		Debug:      cfg.Debug,
+		MaxNetns:   max(cfg.MaxNetns, 0),
 	}
 	if cfg.FailMode == FailClosed {
 		ic.PinPath = cfg.PinPath
@@ -193,6 +200,11 @@ func (a *Agent) startIntercept(ctx context.Context) error {
 		return err
 	}
 	a.proxy, a.icpt = p, icpt
+	if a.netns, err = a.newWorkloads(); err != nil {
+		_ = icpt.Close()
+		_ = p.Shutdown(context.WithoutCancel(ctx))
+		return err
+	}
 	return nil
 }
 
@@ -303,13 +315,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 		go func() {
 			defer wg.Done()
-			err := a.icpt.ReadEvents(ctx, func(ev intercept.Event) { a.kernelEvent(ctx, ev) })
+			err := a.icpt.ReadEvents(ctx, func(ev intercept.Event) { a.kickNetns(ev); a.kernelEvent(ctx, ev) })
 			if err != nil {
 				a.log.Error("kernel event reader stopped", "err", err)
 			}
 			if ctx.Err() == nil {
 				noteStopped(&a.status.readerErr, err)
 			}
+		}()
+	}
+	if a.netns != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.runWorkloads(ctx)
 		}()
 	}
 	a.log.Info("vigil agent started", "data_dir", a.cfg.DataDir, "fingerprint", a.keyID, "public_key", a.pubKey,
