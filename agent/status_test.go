@@ -247,7 +247,6 @@ func TestStatusUnhealthy(t *testing.T) {
 	}
 }
 
-
 func TestHealthProblems(t *testing.T) {
 	tests := []struct {
 		name string
