@@ -196,8 +196,13 @@ func (a *Agent) adoptNetns(ctx context.Context, h *netns.Handle) (func(string), 
 
 	return func(reason string) {
 		// Stop redirecting first, then close: no connect is sent to a
-		// listener that is going away.
-		uerr := a.icpt.UnserveNetns(cookie)
+		// listener that is going away. At shutdown the entry stays: with
+		// fail-closed pins the namespace's connects are then refused like
+		// the host's; fail-open detaches the programs and frees the map.
+		var uerr error
+		if reason != netns.ReasonShutdown {
+			uerr = a.icpt.UnserveNetns(cookie)
+		}
 		for _, ln := range lns {
 			_ = a.proxy.RemoveListener(ln)
 		}

@@ -13,6 +13,9 @@ import (
 // DefaultInterval is how often Run rescans when nothing else prompts it.
 const DefaultInterval = 5 * time.Second
 
+// minSyncGap is the least time between two rescans of Run.
+const minSyncGap = 100 * time.Millisecond
+
 // Reasons passed to a release function.
 const (
 	ReasonGone     = "gone"     // no process and no bind mount holds the namespace any more
@@ -242,6 +245,13 @@ func (t *Tracker) Run(ctx context.Context) {
 		}
 		if _, err := t.Sync(ctx); err != nil && ctx.Err() == nil {
 			t.log.Warn("network namespace scan failed", "err", err)
+		}
+		// A stream of kicks (reports from a namespace that cannot be
+		// served) rescans at most this often.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(minSyncGap):
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,7 +49,7 @@ func newPodNet(t *testing.T) *podNet {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	ln, err := h.Listen(context.Background(), nil, fmt.Sprintf("0.0.0.0:%d", n.port))
+	ln, err := h.Listen(context.Background(), nil, fmt.Sprintf("[::]:%d", n.port)) // IPv4 and IPv6
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +77,7 @@ type pod struct {
 	cg       string
 	addr     string // the pod's address
 	server   string // the test host's address as the pod reaches it
+	server6  string // the same over IPv6
 	pause    *exec.Cmd
 	id       netns.ID
 	linkedAt time.Time // when its veth pair was created
@@ -89,7 +91,8 @@ func (n *podNet) newPod(t *testing.T, parent string) *pod {
 	i := n.pods
 	n.pods++
 	p := &pod{ns: randName("vigilp"), cg: filepath.Join(parent, fmt.Sprintf("pod%d", i)),
-		addr: fmt.Sprintf("10.197.%d.%d", n.subnet, 4*i+2), server: fmt.Sprintf("10.197.%d.%d", n.subnet, 4*i+1)}
+		addr: fmt.Sprintf("10.197.%d.%d", n.subnet, 4*i+2), server: fmt.Sprintf("10.197.%d.%d", n.subnet, 4*i+1),
+		server6: netip.MustParseAddr(fmt.Sprintf("fd00:197:%x:%x::1", n.subnet, i)).String()}
 	ipCmd(t, "netns", "add", p.ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", p.ns).Run() })
 	ipCmd(t, "-n", p.ns, "link", "set", "lo", "up")
@@ -118,7 +121,9 @@ func (n *podNet) newPod(t *testing.T, parent string) *pod {
 	ipCmd(t, "link", "set", hostIf, "netns", n.host)
 	ipCmd(t, "-n", p.ns, "addr", "add", p.addr+"/30", "dev", podIf)
 	ipCmd(t, "-n", p.ns, "link", "set", podIf, "up")
+	ipCmd(t, "-n", p.ns, "-6", "addr", "add", fmt.Sprintf("fd00:197:%x:%x::2/64", n.subnet, i), "dev", podIf, "nodad")
 	ipCmd(t, "-n", n.host, "addr", "add", p.server+"/30", "dev", hostIf)
+	ipCmd(t, "-n", n.host, "-6", "addr", "add", p.server6+"/64", "dev", hostIf, "nodad")
 	ipCmd(t, "-n", n.host, "link", "set", hostIf, "up")
 	return p
 }
@@ -277,13 +282,17 @@ func TestPodNetns(t *testing.T) {
 	if !bytes.Equal(got, pn.blob) {
 		t.Fatalf("curl in pod A through vigil returned %d bytes that differ from the served %d", len(got), len(pn.blob))
 	}
+	hello6 := fmt.Sprintf("http://[%s]:%d/hello", podA.server6, pn.port)
+	if out := string(run(t, podA.cmd("curl", "-sS", "--fail", "-g", "--max-time", "20", hello6))); out != "hello from the test host\n" {
+		t.Fatalf("curl -6 in pod A through vigil got %q", out)
+	}
 	script := fmt.Sprintf(`exec 3<>/dev/tcp/%s/%d; printf 'GET /hello HTTP/1.0\r\n\r\n' >&3; cat <&3`, podB.server, pn.port)
 	if out := string(run(t, podB.cmd("bash", "-c", script))); !strings.Contains(out, "hello from the test host") {
 		t.Fatalf("bash in pod B through vigil got %q", out)
 	}
 	// Kernel counters in the status are up to a second old.
-	if _, ok := poll(3*time.Second, func() bool { return a.view(t).Kernel.RedirectedNetns >= 2 }); !ok {
-		t.Errorf("redirected_netns = %d; want ≥ 2 (one per pod client)", a.view(t).Kernel.RedirectedNetns)
+	if _, ok := poll(3*time.Second, func() bool { return a.view(t).Kernel.RedirectedNetns >= 3 }); !ok {
+		t.Errorf("redirected_netns = %d; want ≥ 3 (one per pod client)", a.view(t).Kernel.RedirectedNetns)
 	}
 
 	// Delete pod A as a runtime does: its processes go, then its bind mount.
@@ -323,7 +332,7 @@ func TestPodNetns(t *testing.T) {
 
 	a.stop()
 	es := entries(t, a.dataDir)
-	checkPodEntry := func(p *pod, comm, dst string) {
+	checkPodEntry := func(p *pod, comm, dst, srcPrefix string) {
 		t.Helper()
 		opens := find(es, auditlog.ConnOpen, comm, dst)
 		if len(opens) != 1 {
@@ -337,15 +346,16 @@ func TestPodNetns(t *testing.T) {
 		if e.Attrs["netns_ino"] != strconv.FormatUint(p.id.Ino, 10) || e.Identity.NetnsCookie == 0 {
 			t.Errorf("conn.open from %s: netns_ino %q, cookie %d; want the pod's %d", comm, e.Attrs["netns_ino"], e.Identity.NetnsCookie, p.id.Ino)
 		}
-		if !strings.HasPrefix(e.Src, "127.0.0.1:") {
+		if !strings.HasPrefix(e.Src, srcPrefix) {
 			t.Errorf("conn.open from %s: src %q; want the client's loopback address in its namespace", comm, e.Src)
 		}
 		if len(find(es, auditlog.ConnClose, comm, dst)) != 1 {
 			t.Errorf("conn.close from %s to %s missing", comm, dst)
 		}
 	}
-	checkPodEntry(podA, "curl", fmt.Sprintf("%s:%d", podA.server, pn.port))
-	checkPodEntry(podB, "bash", fmt.Sprintf("%s:%d", podB.server, pn.port))
+	checkPodEntry(podA, "curl", fmt.Sprintf("%s:%d", podA.server, pn.port), "127.0.0.1:")
+	checkPodEntry(podA, "curl", fmt.Sprintf("[%s]:%d", podA.server6, pn.port), "[::1]:")
+	checkPodEntry(podB, "bash", fmt.Sprintf("%s:%d", podB.server, pn.port), "127.0.0.1:")
 
 	// Adoption and release are recorded, once each per pod.
 	changes := map[string]int{}
