@@ -217,8 +217,8 @@ func (t *Tracker) releaseOne(id ID, reason string) {
 	_ = tr.h.Close()
 }
 
-// Run rescans on every Kick, on every new network link in the calling
-// thread's namespace (a veth appears when a pod starts) and every
+// Run rescans on every Kick, on every network link that appears in or
+// leaves the calling thread's namespace (a pod's veth) and every
 // Interval, until ctx ends; then it releases every namespace. A link
 // watch that cannot start is logged; the periodic rescan still runs.
 func (t *Tracker) Run(ctx context.Context) {

@@ -8,8 +8,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// WatchLinks calls fn for every network link that appears in the calling
-// thread's namespace, until ctx ends. The returned channel is closed once
+// WatchLinks calls fn for every network link that appears in or leaves
+// the calling thread's namespace (a pod's veth pair is created when it
+// starts and deleted when it stops), until ctx ends. The returned channel is closed once
 // the watch has stopped and released its socket.
 func WatchLinks(ctx context.Context, fn func()) (<-chan struct{}, error) {
 	updates := make(chan netlink.LinkUpdate, 16)
@@ -27,7 +28,7 @@ func WatchLinks(ctx context.Context, fn func()) (<-chan struct{}, error) {
 	go func() {
 		defer close(done)
 		for u := range updates {
-			if u.Header.Type == unix.RTM_NEWLINK && ctx.Err() == nil {
+			if (u.Header.Type == unix.RTM_NEWLINK || u.Header.Type == unix.RTM_DELLINK) && ctx.Err() == nil {
 				fn()
 			}
 		}
