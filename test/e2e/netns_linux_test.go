@@ -375,3 +375,52 @@ func TestPodNetns(t *testing.T) {
 	}
 	verify(t, a.dataDir)
 }
+
+// TestPodNetnsFailClosed: with fail-closed pins, a pod's connections are
+// refused while no agent runs (its served entry stays, its listener is
+// gone); the next agent serves the pod again and prunes the entry of a pod
+// deleted meanwhile.
+func TestPodNetnsFailClosed(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "curl")
+	requireTool(t, "ip")
+	pn := newPodNet(t)
+	parent := testCgroup(t)
+	pin := bpffsDir(t)
+	proxyPort := freePort(t)
+	flags := []string{"--fail-mode", "closed", "--pin-path", pin}
+	a := startAgent(t, parent, "", proxyPort, flags...)
+	podA, podB := pn.newPod(t, parent), pn.newPod(t, parent)
+	if _, ok := poll(5*time.Second, func() bool { return a.view(t).Kernel.NetnsServed == 2 }); !ok {
+		t.Fatalf("netns_served did not reach 2: %+v", a.view(t))
+	}
+	hello := func(p *pod) error {
+		cmd := p.cmd("curl", "-sS", "--fail", "--max-time", "10", fmt.Sprintf("http://%s:%d/hello", p.server, pn.port))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	if err := hello(podA); err != nil {
+		t.Fatalf("curl in pod A through the agent: %v", err)
+	}
+
+	a.kill()
+	// curl exit 7: it could not connect (refused by the pod's own loopback).
+	if err := hello(podA); err == nil || !strings.Contains(err.Error(), "(7)") {
+		t.Errorf("curl in pod A with no agent (fail-closed) = %v; want a failed connect", err)
+	}
+	podB.stop()
+	ipCmd(t, "netns", "del", podB.ns)
+
+	b := startAgent(t, parent, a.dataDir, proxyPort, flags...)
+	if _, ok := poll(5*time.Second, func() bool { return b.view(t).Kernel.NetnsServed == 1 }); !ok {
+		t.Fatalf("after restart netns_served = %d; want 1 (pod A adopted again, pod B's entry pruned)", b.view(t).Kernel.NetnsServed)
+	}
+	if err := hello(podA); err != nil {
+		t.Errorf("curl in pod A after restart: %v", err)
+	}
+	b.stop()
+	verify(t, a.dataDir)
+}
