@@ -18,7 +18,7 @@ import (
 
 // testNetns creates a named network namespace with loopback up (ip netns
 // add), removed at cleanup.
-func testNetns(t *testing.T) string {
+func testNetns(t testing.TB) string {
 	t.Helper()
 	reason := ""
 	if os.Geteuid() != 0 {
