@@ -413,6 +413,7 @@ func (a *Agent) kernelEvent(ctx context.Context, ev intercept.Event) {
 		Rule:     "kernel-observed",
 		Attrs:    map[string]string{"path": string(ev.Kind)},
 	}
+	a.netnsAttr(e.Attrs, o)
 	if ev.Src.IsValid() {
 		e.Src = ev.Src.String()
 	}

@@ -223,6 +223,28 @@ func (a *Agent) adoptNetns(ctx context.Context, h *netns.Handle) (func(string), 
 	}, nil
 }
 
+// netnsAttr adds attribute netns_ino to attrs for a kernel event from
+// another namespace than the agent's: the served namespace with the
+// event's cookie, or else the namespace of the thread that connected,
+// while it still exists.
+func (a *Agent) netnsAttr(attrs map[string]string, o intercept.Origin) {
+	if a.icpt == nil || o.NetnsCookie == 0 || o.NetnsCookie == a.icpt.NetnsCookie() {
+		return
+	}
+	if a.netns != nil {
+		a.netns.mu.Lock()
+		id, ok := a.netns.served[o.NetnsCookie]
+		a.netns.mu.Unlock()
+		if ok {
+			attrs["netns_ino"] = strconv.FormatUint(id.Ino, 10)
+			return
+		}
+	}
+	if id, err := netns.StatNS(fmt.Sprintf("/proc/%d/task/%d/ns/net", o.PID, o.TID)); err == nil {
+		attrs["netns_ino"] = strconv.FormatUint(id.Ino, 10)
+	}
+}
+
 // recordNetns records an adoption or release as an agent.reload entry.
 func (a *Agent) recordNetns(ctx context.Context, attrs map[string]string) {
 	attrs["result"] = "applied"

@@ -16,3 +16,5 @@ func (a *Agent) newWorkloads() (*workloads, error) { return nil, nil }
 func (a *Agent) runWorkloads(ctx context.Context) {}
 
 func (a *Agent) kickNetns(ev intercept.Event) {}
+
+func (a *Agent) netnsAttr(attrs map[string]string, o intercept.Origin) {}

@@ -424,3 +424,35 @@ func TestPodNetnsFailClosed(t *testing.T) {
 	b.stop()
 	verify(t, a.dataDir)
 }
+
+// TestPodNetnsNotServed: with --max-netns 0 no namespace is served, as
+// before: a pod's connection goes direct and is recorded as conn.bypass
+// (path netns.bypass) naming the pod's namespace.
+func TestPodNetnsNotServed(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "curl")
+	requireTool(t, "ip")
+	pn := newPodNet(t)
+	parent := testCgroup(t)
+	a := startAgent(t, parent, "", 0, "--max-netns", "0")
+	p := pn.newPod(t, parent)
+	dst := fmt.Sprintf("%s:%d", p.server, pn.port)
+	out := run(t, p.cmd("curl", "-sS", "--fail", "--max-time", "10", "http://"+dst+"/hello"))
+	if string(out) != "hello from the test host\n" {
+		t.Fatalf("curl in an unserved pod got %q", out)
+	}
+	if listening(p.pause.Process.Pid, a.port) {
+		t.Error("a proxy listener appeared in the pod with --max-netns 0")
+	}
+	time.Sleep(200 * time.Millisecond) // the event reaches the log asynchronously
+	a.stop()
+	es := entries(t, a.dataDir)
+	if opens := find(es, auditlog.ConnOpen, "curl", dst); len(opens) != 0 {
+		t.Errorf("conn.open from the unserved pod: %+v; want none", opens)
+	}
+	bypass := find(es, auditlog.ConnBypass, "curl", dst)
+	if len(bypass) != 1 || bypass[0].Attrs["path"] != "netns.bypass" || bypass[0].Attrs["netns_ino"] != strconv.FormatUint(p.id.Ino, 10) {
+		t.Errorf("conn.bypass from curl to %s = %+v; want one, path netns.bypass, netns_ino %d", dst, bypass, p.id.Ino)
+	}
+	verify(t, a.dataDir)
+}
