@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 	"github.com/vigil-ebpf/vigil/pkg/intercept"
@@ -26,7 +27,8 @@ type workloads struct {
 	tracker *netns.Tracker
 
 	mu     sync.Mutex
-	served map[uint64]netns.ID // netns cookie -> namespace, while served
+	served map[uint64]netns.ID  // netns cookie -> namespace, while served
+	kicked map[uint64]time.Time // netns cookie -> when its last netns.bypass asked for a rescan
 }
 
 // newWorkloads prepares namespace tracking; nil when Config.MaxNetns < 0.
@@ -50,7 +52,7 @@ func (a *Agent) newWorkloads() (*workloads, error) {
 		sc.BindDirs = []string{}
 		sc.Pids = func() ([]int, error) { return cgroupPids(cg) }
 	}
-	w := &workloads{served: make(map[uint64]netns.ID)}
+	w := &workloads{served: make(map[uint64]netns.ID), kicked: make(map[uint64]time.Time)}
 	w.tracker = netns.NewTracker(netns.TrackerConfig{
 		Scanner: sc,
 		Exclude: []netns.ID{self},
@@ -118,12 +120,34 @@ func (a *Agent) runWorkloads(ctx context.Context) {
 }
 
 // kickNetns asks for a rescan when the kernel reports a connect from a
-// namespace that is not served: it may be new.
+// namespace that is not served: it may be new. One namespace that cannot
+// be served (loopback down, the port taken, the limit reached) kicks at
+// most once per kickEvery, so its traffic does not turn into rescans.
 func (a *Agent) kickNetns(ev intercept.Event) {
-	if a.netns != nil && ev.Kind == intercept.EventOtherNetns {
-		a.netns.tracker.Kick()
+	w := a.netns
+	if w == nil || ev.Kind != intercept.EventOtherNetns {
+		return
+	}
+	now := time.Now()
+	w.mu.Lock()
+	last, seen := w.kicked[ev.Origin.NetnsCookie]
+	if !seen || now.Sub(last) >= kickEvery {
+		if len(w.kicked) >= maxKicked {
+			clear(w.kicked)
+		}
+		w.kicked[ev.Origin.NetnsCookie] = now
+	}
+	w.mu.Unlock()
+	if !seen || now.Sub(last) >= kickEvery {
+		w.tracker.Kick()
 	}
 }
+
+// Bounds of kickNetns.
+const (
+	kickEvery = 5 * time.Second // per namespace
+	maxKicked = 4096            // namespaces remembered; forgotten all at once beyond
+)
 
 // adoptNetns binds the proxy's listeners inside h, hands them to the
 // proxy with a resolver for that namespace and a dialer that dials from
