@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -61,7 +62,8 @@ type Config struct {
 
 	Socket string // control API unix socket; "" serves no control API
 
-	Ship ShipConfig // off-host sinks; none by default
+	Ship        ShipConfig // off-host sinks; none by default
+	MetricsAddr string     // Prometheus metrics listen address (host:port); "" serves no metrics
 }
 
 // Agent is a running vigil daemon.
@@ -86,6 +88,10 @@ type Agent struct {
 	ship *ship.Shipper // nil without Config.Ship
 
 	netns *workloads // served workload network namespaces; nil without interception or with MaxNetns < 0
+
+	metrics        *metricsServer // nil without Config.MetricsAddr
+	policyApplied  atomic.Uint64  // policy files put in force (metrics)
+	policyRejected atomic.Uint64  // policy files rejected (metrics)
 }
 
 // New loads (or, with no key configured, creates) the signing key, opens
@@ -163,6 +169,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 			return nil, err
 		}
 	}
+	if err := a.listenMetrics(); err != nil {
+		a.abort(ctx)
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -170,6 +180,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 // no connection is ever redirected to a port nobody listens on.
 func (a *Agent) startIntercept(ctx context.Context) error {
 	cfg := a.cfg
+	if err := checkCaps(cfg.ProxyPort); err != nil {
+		return err
+	}
 	p, err := proxy.New(proxy.Config{
 		Listen:   []string{fmt.Sprintf("127.0.0.1:%d", cfg.ProxyPort), fmt.Sprintf("[::1]:%d", cfg.ProxyPort)},
 		Resolver: proxy.ResolverFunc(a.lookup),
@@ -177,6 +190,7 @@ func (a *Agent) startIntercept(ctx context.Context) error {
 		Decider:  decider{a.policy},
 		DialMark: intercept.DefaultBypassMark,
 		Logger:   cfg.Logger,
+		L7:       l7Config(),
 	})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -331,8 +345,21 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.runWorkloads(ctx)
 		}()
 	}
+	if a.metrics != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.serveMetrics(ctx)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.watchdog(ctx)
+	}()
 	a.log.Info("vigil agent started", "data_dir", a.cfg.DataDir, "fingerprint", a.keyID, "public_key", a.pubKey,
 		"version", v.Version, "intercept", a.icpt != nil, "fail_mode", a.cfg.FailMode)
+	a.notifyReady()
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -340,6 +367,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Error("proxy stopped", "err", runErr)
 		noteStopped(&a.status.proxyErr, runErr)
 	}
+	a.notifyStopping()
 	stopCtx, cancel := context.WithTimeout(context.Background(), drainTimeout+20*time.Second)
 	defer cancel()
 	if a.icpt != nil {
@@ -381,6 +409,7 @@ func (a *Agent) abort(ctx context.Context) {
 		_ = a.ship.Close()
 	}
 	a.closeAPI()
+	a.closeMetrics()
 	if a.icpt != nil {
 		a.closeIntercept()
 		_ = a.proxy.Shutdown(context.WithoutCancel(ctx))

@@ -26,7 +26,8 @@ type FileConfig struct {
 	Policy    string   `yaml:"policy"`
 	Socket    string   `yaml:"socket"`
 
-	Ship ShipConfig `yaml:"ship"` // off-host sinks (docs/SHIPPING.md)
+	Ship        ShipConfig `yaml:"ship"` // off-host sinks (docs/SHIPPING.md)
+	MetricsAddr string     `yaml:"metrics_addr"`
 }
 
 // LoadFile reads and strictly decodes a configuration file: unknown keys

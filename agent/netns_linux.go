@@ -18,6 +18,7 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/intercept"
 	"github.com/vigil-ebpf/vigil/pkg/netns"
 	"github.com/vigil-ebpf/vigil/pkg/proxy"
+	"golang.org/x/sys/unix"
 )
 
 // workloads serves the network namespaces of workloads (pods,
@@ -37,6 +38,12 @@ type workloads struct {
 // bind-mounted under /run/netns (pods between two processes) count too.
 func (a *Agent) newWorkloads() (*workloads, error) {
 	if a.cfg.MaxNetns < 0 {
+		return nil, nil
+	}
+	if !hasCap(unix.CAP_SYS_ADMIN) {
+		// setns(2) into another network namespace needs it; without it
+		// every adoption would fail. Say so once and keep reporting.
+		a.log.Warn("workload network namespaces are not served: entering them (setns) needs CAP_SYS_ADMIN; their connects are only reported (netns.bypass). Grant CAP_SYS_ADMIN, or pass --max-netns 0 to silence this")
 		return nil, nil
 	}
 	self, err := netns.StatNS("/proc/self/ns/net")
@@ -67,6 +74,17 @@ func (a *Agent) maxNetns() int {
 		return intercept.DefaultMaxNetns
 	}
 	return a.cfg.MaxNetns
+}
+
+// hasCap reports whether the agent's effective set holds capability bit;
+// true when it cannot tell (the kernel's own errors then speak).
+func hasCap(bit int) bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return true
+	}
+	return data[bit/32].Effective&(1<<(uint(bit)%32)) != 0
 }
 
 // cgroupPids lists the processes of the cgroup subtree at dir.
@@ -156,13 +174,13 @@ const (
 // the namespace (IPv4-mapped connects still reach the IPv4 listener).
 func (a *Agent) adoptNetns(ctx context.Context, h *netns.Handle) (func(string), error) {
 	port := int(a.cfg.ProxyPort)
-	lc := &net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: true}}
-	ln4, err := h.Listen(ctx, lc, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)).String())
+	lc := proxy.ListenConfig()
+	ln4, err := h.Listen(ctx, &lc, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)).String())
 	if err != nil {
 		return nil, fmt.Errorf("listen on loopback (is lo up?): %w", err)
 	}
 	lns := []*net.TCPListener{ln4}
-	if ln6, err := h.Listen(ctx, lc, fmt.Sprintf("[::1]:%d", port)); err == nil {
+	if ln6, err := h.Listen(ctx, &lc, fmt.Sprintf("[::1]:%d", port)); err == nil {
 		lns = append(lns, ln6)
 	}
 	closeAll := func() {

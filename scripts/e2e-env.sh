@@ -13,6 +13,7 @@
 #               Lock, posix backend; access key vigil-e2e, secret
 #               vigil-e2e-secret, region us-east-1)
 #   nats-server VIGIL_E2E_NATS_PORT   54222  (JetStream enabled)
+#   MariaDB     VIGIL_E2E_MARIADB_PORT 33069 (user root, password test, over TCP)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,6 +27,8 @@ S3_SECRET=vigil-e2e-secret
 # Pinned server versions, installed with go install into /usr/local/bin.
 VERSITYGW_VERSION=v1.8.0
 NATS_SERVER_VERSION=v2.15.2
+MARIADB_PORT=${VIGIL_E2E_MARIADB_PORT:-33069}
+MARIADB_PASSWORD=test
 
 log() { printf 'e2e-env: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -120,10 +123,48 @@ stop_pidfile() {
 	fi
 }
 
+mariadb_up() {
+	mariadb-admin --no-defaults --protocol=tcp -h 127.0.0.1 -P "$MARIADB_PORT" -u root \
+		-p"$MARIADB_PASSWORD" --connect-timeout=2 ping >/dev/null 2>&1
+}
+
+start_mariadb() {
+	if mariadb_up; then return; fi
+	local data=$BASE/mariadb run=$BASE/mariadbrun
+	local sock=$run/mariadb.sock
+	mkdir -p "$BASE"
+	install -d -o mysql -g mysql "$run"
+	if [ ! -d "$data/mysql" ]; then
+		rm -rf "$data"
+		install -d -o mysql -g mysql -m 0700 "$data"
+		mariadb-install-db --no-defaults --user=mysql --datadir="$data" \
+			--skip-test-db >"$BASE/mariadb-install.log" 2>&1 ||
+			{ cat "$BASE/mariadb-install.log" >&2; die "mariadb-install-db failed"; }
+	fi
+	setsid runuser -u mysql -- /usr/sbin/mariadbd --no-defaults --datadir="$data" \
+		--port="$MARIADB_PORT" --bind-address=127.0.0.1 --socket="$sock" \
+		--pid-file="$run/mariadb.pid" --log-error="$run/mariadb.log" \
+		--skip-name-resolve --innodb-flush-log-at-trx-commit=0 </dev/null >/dev/null 2>&1 &
+	for _ in $(seq 100); do
+		[ -S "$sock" ] && mariadb-admin --no-defaults --socket="$sock" -u root ping >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	# root gets a password for TCP clients; the socket keeps unix_socket
+	# authentication for this script.
+	mariadb --no-defaults --socket="$sock" -u root -e "
+		CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '$MARIADB_PASSWORD';
+		GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+		CREATE DATABASE IF NOT EXISTS test;" ||
+		die "MariaDB: creating the TCP user failed (see $run/mariadb.log)"
+	mariadb_up || die "MariaDB did not start (see $run/mariadb.log)"
+	log "MariaDB on 127.0.0.1:$MARIADB_PORT"
+}
+
 case "${1:-start}" in
 start)
 	[ "$(id -u)" -eq 0 ] || die "run as root: the servers run as their own users"
 	scripts/install-deps.sh postgresql postgresql-client redis-server redis-tools curl iproute2
+	scripts/install-deps.sh mariadb-server mariadb-client
 	# The Debian packages start their own instances on the default ports;
 	# the tests use their own on other ports and leave those alone.
 	start_pg
@@ -132,6 +173,7 @@ start)
 	go_install nats-server github.com/nats-io/nats-server/v2 "$NATS_SERVER_VERSION"
 	start_s3
 	start_nats
+	start_mariadb
 	;;
 stop)
 	if [ -s "$BASE/pg/PG_VERSION" ]; then
@@ -140,6 +182,7 @@ stop)
 	redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
 	stop_pidfile s3
 	stop_pidfile nats
+	mariadb-admin --no-defaults --socket="$BASE/mariadbrun/mariadb.sock" -u root shutdown >/dev/null 2>&1 || true
 	;;
 env)
 	echo "VIGIL_E2E_PG_PORT=$PG_PORT"
@@ -148,6 +191,9 @@ env)
 	echo "VIGIL_E2E_S3_ACCESS_KEY=$S3_ACCESS"
 	echo "VIGIL_E2E_S3_SECRET_KEY=$S3_SECRET"
 	echo "VIGIL_E2E_NATS_URL=nats://127.0.0.1:$NATS_PORT"
+	echo "VIGIL_E2E_MARIADB_PORT=$MARIADB_PORT"
+	echo "VIGIL_E2E_MARIADB_USER=root"
+	echo "VIGIL_E2E_MARIADB_PASSWORD=$MARIADB_PASSWORD"
 	;;
 *)
 	die "usage: $0 start|stop|env"

@@ -33,6 +33,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "pin-path", Value: agent.DefaultPinPath, Usage: "bpffs directory for fail-closed pins", EnvVars: []string{"VIGIL_PIN_PATH"}},
 			&cli.StringFlag{Name: "policy", Value: agent.DefaultPolicyPath, Usage: "policy file, reloaded on change and SIGHUP (absent default file: allow and record everything)", EnvVars: []string{"VIGIL_POLICY"}},
 			&cli.StringFlag{Name: "socket", Value: api.DefaultSocket, Usage: "control API unix socket (root-only); \"\" disables it", EnvVars: []string{"VIGIL_SOCKET"}},
+			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on this host:port, e.g. 127.0.0.1:9464 (default: none)", EnvVars: []string{"VIGIL_METRICS_ADDR"}},
 			&cli.BoolFlag{Name: "no-intercept", Hidden: true, Usage: "record agent events only, without BPF or proxy (development)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -108,6 +109,7 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 		Debug:      c.String("log-level") == "debug",
 	}
 	cfg.PolicyExplicit = c.IsSet("policy") || fc.Policy != ""
+	cfg.MetricsAddr = str("metrics-addr", fc.MetricsAddr)
 	if cfg.MaxNetns = c.Int("max-netns"); cfg.MaxNetns <= 0 {
 		cfg.MaxNetns = -1
 	}

@@ -26,6 +26,12 @@ type Source struct {
 	Attrs map[string]string
 }
 
+// ListenConfig is how the proxy configures its own listening sockets
+// (keepalive, receive buffer, inherited by accepted sockets). Listeners
+// bound elsewhere for AddListener (inside another network namespace)
+// should use it too.
+func ListenConfig() net.ListenConfig { return listenConfig() }
+
 // extraListener is a listener added with AddListener.
 type extraListener struct {
 	ln      *net.TCPListener
