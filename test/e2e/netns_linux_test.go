@@ -456,3 +456,47 @@ func TestPodNetnsNotServed(t *testing.T) {
 	}
 	verify(t, a.dataDir)
 }
+
+// TestPodNetnsWithoutSysAdmin: an agent without CAP_SYS_ADMIN cannot enter
+// namespaces; it says so once at start and pods stay reported, working.
+func TestPodNetnsWithoutSysAdmin(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "curl")
+	requireTool(t, "ip")
+	requireTool(t, "setpriv")
+	pn := newPodNet(t)
+	parent := testCgroup(t)
+	sockDir, err := os.MkdirTemp("", "vigil-e2e-sock-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	a := &agentProc{t: t, dataDir: t.TempDir(), port: freePort(t), socket: filepath.Join(sockDir, "vigil.sock"),
+		stderr: &syncBuffer{}, done: make(chan error, 1)}
+	a.cmd = exec.Command("setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-all", vigilBin, "agent",
+		"--data-dir", a.dataDir, "--cgroup", parent, "--proxy-port", strconv.Itoa(a.port), "--socket", a.socket)
+	a.cmd.Stderr = a.stderr
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { a.done <- a.cmd.Wait() }()
+	t.Cleanup(a.kill)
+	if _, ok := poll(15*time.Second, func() bool { return strings.Contains(a.stderr.String(), "vigil agent started") }); !ok {
+		t.Fatalf("agent did not start:\n%s", a.stderr.String())
+	}
+	if !strings.Contains(a.stderr.String(), "needs CAP_SYS_ADMIN") {
+		t.Errorf("agent without CAP_SYS_ADMIN did not say why pods are not served:\n%s", a.stderr.String())
+	}
+	p := pn.newPod(t, parent)
+	dst := fmt.Sprintf("%s:%d", p.server, pn.port)
+	if out := string(run(t, p.cmd("curl", "-sS", "--fail", "--max-time", "10", "http://"+dst+"/hello"))); out != "hello from the test host\n" {
+		t.Fatalf("curl in the pod got %q", out)
+	}
+	time.Sleep(200 * time.Millisecond)
+	a.stop()
+	es := entries(t, a.dataDir)
+	if len(find(es, auditlog.ConnBypass, "curl", dst)) != 1 || len(find(es, auditlog.ConnOpen, "curl", dst)) != 0 {
+		t.Errorf("curl from the pod: want one conn.bypass and no conn.open")
+	}
+	verify(t, a.dataDir)
+}
