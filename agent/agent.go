@@ -52,6 +52,10 @@ type Config struct {
 	FailMode   string                  // FailOpen (default) or FailClosed
 	PinPath    string                  // bpffs directory for FailClosed; default DefaultPinPath
 	Debug      bool                    // verifier logs in BPF load errors
+	// MaxNetns bounds the workload network namespaces (pods, containers)
+	// served at once; 0 means intercept.DefaultMaxNetns, < 0 serves none
+	// (connects from them are only reported, netns.bypass).
+	MaxNetns int
 
 	PolicyPath     string // policy file; "" means DefaultPolicyPath
 	PolicyExplicit bool   // PolicyPath was given: it must exist and be valid
@@ -82,6 +86,8 @@ type Agent struct {
 	kpol kernelPolicy
 
 	ship *ship.Shipper // nil without Config.Ship
+
+	netns *workloads // served workload network namespaces; nil without interception or with MaxNetns < 0
 
 	metrics        *metricsServer // nil without Config.MetricsAddr
 	policyApplied  atomic.Uint64  // policy files put in force (metrics)
@@ -197,6 +203,7 @@ func (a *Agent) startIntercept(ctx context.Context) error {
 		ExemptPID:  uint32(os.Getpid()),
 		Logger:     cfg.Logger,
 		Debug:      cfg.Debug,
+		MaxNetns:   max(cfg.MaxNetns, 0),
 	}
 	if cfg.FailMode == FailClosed {
 		ic.PinPath = cfg.PinPath
@@ -207,6 +214,11 @@ func (a *Agent) startIntercept(ctx context.Context) error {
 		return err
 	}
 	a.proxy, a.icpt = p, icpt
+	if a.netns, err = a.newWorkloads(); err != nil {
+		_ = icpt.Close()
+		_ = p.Shutdown(context.WithoutCancel(ctx))
+		return err
+	}
 	return nil
 }
 
@@ -317,13 +329,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 		go func() {
 			defer wg.Done()
-			err := a.icpt.ReadEvents(ctx, func(ev intercept.Event) { a.kernelEvent(ctx, ev) })
+			err := a.icpt.ReadEvents(ctx, func(ev intercept.Event) { a.kickNetns(ev); a.kernelEvent(ctx, ev) })
 			if err != nil {
 				a.log.Error("kernel event reader stopped", "err", err)
 			}
 			if ctx.Err() == nil {
 				noteStopped(&a.status.readerErr, err)
 			}
+		}()
+	}
+	if a.netns != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.runWorkloads(ctx)
 		}()
 	}
 	if a.metrics != nil {
@@ -423,6 +442,7 @@ func (a *Agent) kernelEvent(ctx context.Context, ev intercept.Event) {
 		Rule:     "kernel-observed",
 		Attrs:    map[string]string{"path": string(ev.Kind)},
 	}
+	a.netnsAttr(e.Attrs, o)
 	if ev.Src.IsValid() {
 		e.Src = ev.Src.String()
 	}

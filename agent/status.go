@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,6 +83,8 @@ type StatusResponse struct {
 	Capture       string    `json:"capture,omitempty"`
 	FailMode      string    `json:"fail_mode,omitempty"`
 	ProxyPort     uint16    `json:"proxy_port,omitempty"`
+	Goroutines    int       `json:"goroutines"` // of the agent process, for leak checks
+	Listeners     int       `json:"listeners"`  // proxy listeners, in the agent's and in workload namespaces
 
 	Policy   PolicyInfo    `json:"policy"`
 	Log      LogStatus     `json:"log"`
@@ -155,6 +158,8 @@ type KernelStatus struct {
 	MapFull            uint64   `json:"map_full"`
 	EventsLost         uint64   `json:"events_lost"`
 	KernelDenied       uint64   `json:"kernel_denied"`              // connects refused by the kernel deny table
+	NetnsServed        int      `json:"netns_served"`               // workload network namespaces in the kernel's served map
+	RedirectedNetns    uint64   `json:"redirected_netns"`           // of redirected: from served workload namespaces
 	MissingPrograms    []string `json:"missing_programs,omitempty"` // vigil programs not attached to the attach point
 	Error              string   `json:"error,omitempty"`            // why the counters could not be read
 }
@@ -287,7 +292,9 @@ func (a *Agent) buildStatus(now time.Time) StatusResponse {
 	if a.proxy != nil {
 		ps = a.proxy.Stats()
 		cur.accepted = ps.Accepted
+		r.Listeners = a.proxy.Listeners()
 	}
+	r.Goroutines = runtime.NumGoroutine()
 	appends, accepted := a.rates(cur)
 	r.Log = logStatus(ls, appends)
 
@@ -356,6 +363,7 @@ func kernelView(ks kernelSample) *KernelStatus {
 		OtherNetns: s.OtherNetns, BoundDevice: s.BoundDevice, UDPReported: s.UDPReported,
 		MapFull: s.MapFull, EventsLost: s.EventsLost, KernelDenied: s.KernelDenied, MissingPrograms: ks.missing,
 	}
+	k.NetnsServed, k.RedirectedNetns = s.Netns, s.RedirectedNetns
 	if ks.err != nil {
 		k.Error = ks.err.Error()
 	}

@@ -294,6 +294,7 @@ static __always_inline int redirect_tcp(struct bpf_sock_addr *ctx, const struct 
 	struct bpf_sock *sk = ctx->sk;
 	struct origin o;
 	__u64 cookie;
+	int served = 0;
 
 	count(STAT_TCP_CONNECT);
 	if (!sk)
@@ -320,10 +321,19 @@ static __always_inline int redirect_tcp(struct bpf_sock_addr *ctx, const struct 
 
 	fill_origin(&o, ctx, d);
 	if (o.netns_cookie != cfg_netns_cookie) {
-		/* The proxy listens in the agent's namespace only: report, do not break. */
-		emit(EVENT_OTHER_NETNS, IPPROTO_TCP, &o, sk);
-		count(STAT_OTHER_NETNS);
-		return 0;
+		/*
+		 * Loopback is per namespace: redirect only where the agent
+		 * holds a proxy listener (vigil_netns). Elsewhere report, do
+		 * not break; the report also tells the agent to look for it.
+		 */
+		__u64 ns = o.netns_cookie;
+
+		if (!bpf_map_lookup_elem(&vigil_netns, &ns)) {
+			emit(EVENT_OTHER_NETNS, IPPROTO_TCP, &o, sk);
+			count(STAT_OTHER_NETNS);
+			return 0;
+		}
+		served = 1;
 	}
 	if (sk->bound_dev_if) {
 		/* SO_BINDTODEVICE: the device cannot reach loopback. Report, do not break. */
@@ -341,6 +351,8 @@ static __always_inline int redirect_tcp(struct bpf_sock_addr *ctx, const struct 
 		return 0;
 	}
 	count(STAT_REDIRECTED);
+	if (served)
+		count(STAT_REDIRECTED_NETNS);
 	return 1;
 }
 

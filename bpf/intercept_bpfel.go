@@ -120,15 +120,18 @@ const (
 	InterceptStatIdSTAT_SKIP_EXEMPT       InterceptStatId = 9
 	InterceptStatIdSTAT_BOUND_DEVICE      InterceptStatId = 10
 	InterceptStatIdSTAT_KERNEL_DENY       InterceptStatId = 11
-	InterceptStatIdSTAT_MAX               InterceptStatId = 12
+	InterceptStatIdSTAT_REDIRECTED_NETNS  InterceptStatId = 12
+	InterceptStatIdSTAT_MAX               InterceptStatId = 13
 )
 
 type InterceptTupleKey struct {
-	_      structs.HostLayout
-	Addr   [4]uint32
-	Port   uint16
-	Family uint8
-	Pad    uint8
+	_           structs.HostLayout
+	NetnsCookie uint64
+	Addr        [4]uint32
+	Port        uint16
+	Family      uint8
+	Pad         uint8
+	Pad2        uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -138,6 +141,7 @@ const (
 	InterceptMapVigilCapture    = "vigil_capture"
 	InterceptMapVigilDeny       = "vigil_deny"
 	InterceptMapVigilEvents     = "vigil_events"
+	InterceptMapVigilNetns      = "vigil_netns"
 	InterceptMapVigilOrigins    = "vigil_origins"
 	InterceptMapVigilStats      = "vigil_stats"
 	InterceptMapVigilTuples     = "vigil_tuples"
@@ -218,6 +222,7 @@ type InterceptMapSpecs struct {
 	VigilCapture *ebpf.MapSpec `ebpf:"vigil_capture"`
 	VigilDeny    *ebpf.MapSpec `ebpf:"vigil_deny"`
 	VigilEvents  *ebpf.MapSpec `ebpf:"vigil_events"`
+	VigilNetns   *ebpf.MapSpec `ebpf:"vigil_netns"`
 	VigilOrigins *ebpf.MapSpec `ebpf:"vigil_origins"`
 	VigilStats   *ebpf.MapSpec `ebpf:"vigil_stats"`
 	VigilTuples  *ebpf.MapSpec `ebpf:"vigil_tuples"`
@@ -260,6 +265,7 @@ type InterceptMaps struct {
 	VigilCapture *ebpf.Map `ebpf:"vigil_capture"`
 	VigilDeny    *ebpf.Map `ebpf:"vigil_deny"`
 	VigilEvents  *ebpf.Map `ebpf:"vigil_events"`
+	VigilNetns   *ebpf.Map `ebpf:"vigil_netns"`
 	VigilOrigins *ebpf.Map `ebpf:"vigil_origins"`
 	VigilStats   *ebpf.Map `ebpf:"vigil_stats"`
 	VigilTuples  *ebpf.Map `ebpf:"vigil_tuples"`
@@ -271,6 +277,7 @@ func (m *InterceptMaps) Close() error {
 		m.VigilCapture,
 		m.VigilDeny,
 		m.VigilEvents,
+		m.VigilNetns,
 		m.VigilOrigins,
 		m.VigilStats,
 		m.VigilTuples,

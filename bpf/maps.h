@@ -30,6 +30,21 @@ struct {
 	__type(value, struct origin);
 } vigil_tuples SEC(".maps");
 
+/*
+ * Served workload network namespaces: netns cookie -> 1 while the agent
+ * holds proxy listeners on loopback inside that namespace. Connects from
+ * these namespaces are redirected as on the host; from any other
+ * namespace but the agent's they are reported (netns.bypass). Userspace
+ * inserts an entry only after its listeners are bound and deletes it
+ * before closing them. max_entries is set at load (Config.MaxNetns).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} vigil_netns SEC(".maps");
+
 /* Capture set: longest prefix wins; its value lists the captured ports. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

@@ -7,9 +7,10 @@
  *
  *   sockops
  *     TCP_CONNECT_CB          a redirected socket asks for state callbacks
- *     ACTIVE_ESTABLISHED_CB   copy its origin under the client's local
- *                             (family, addr, port): the proxy finds it from
- *                             the accepted connection's remote address
+ *     ACTIVE_ESTABLISHED_CB   copy its origin under the client's (netns,
+ *                             family, local addr, port): the proxy finds it
+ *                             from the accepted connection's remote address
+ *                             and its listener's namespace
  *     STATE_CB -> TCP_CLOSE   delete the cookie entry, and the tuple entry
  *                             unless the client closed first (see
  *                             closed_by_client)
@@ -18,10 +19,14 @@
  *     that never connect (refused, unreachable) do not linger in the map.
  */
 
-/* local_tuple fills key with the socket's local address, IPv4-mapped unmapped. */
+/*
+ * local_tuple fills key with the socket's network namespace and local
+ * address, IPv4-mapped unmapped.
+ */
 static __always_inline void local_tuple(struct tuple_key *key, struct bpf_sock_ops *skops)
 {
 	__builtin_memset(key, 0, sizeof(*key));
+	key->netns_cookie = bpf_get_netns_cookie(skops);
 	key->port = (__u16)skops->local_port;
 	if (skops->family == AF_INET) {
 		key->family = FAMILY_V4;

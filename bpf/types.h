@@ -34,6 +34,7 @@ enum stat_id {
 	STAT_SKIP_EXEMPT,	/* skipped: the caller is the exempt process (the agent) */
 	STAT_BOUND_DEVICE,	/* reported, not redirected: the socket is bound to a device */
 	STAT_KERNEL_DENY,	/* refused in the kernel by the deny table (reported) */
+	STAT_REDIRECTED_NETNS,	/* TCP connect()s from a served workload namespace rewritten to its proxy listener */
 	STAT_MAX,
 };
 
@@ -65,12 +66,18 @@ struct origin {
 	__u32 _pad;
 };
 
-/* The client's local address of a redirected connection: what the proxy sees as RemoteAddr. */
+/*
+ * The client's local address of a redirected connection: what the proxy
+ * sees as RemoteAddr, in the network namespace the proxy accepted it in
+ * (127.0.0.1:40000 can exist in many namespaces at once).
+ */
 struct tuple_key {
-	__u32 addr[4]; /* IPv4 (also IPv4-mapped) in addr[0], rest zero */
+	__u64 netns_cookie; /* network namespace of the client socket */
+	__u32 addr[4];	    /* IPv4 (also IPv4-mapped) in addr[0], rest zero */
 	__u16 port;
 	__u8 family; /* FAMILY_V4 or FAMILY_V6 */
 	__u8 _pad;
+	__u32 _pad2;
 };
 
 /*

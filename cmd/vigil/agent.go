@@ -28,6 +28,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "cgroup", Usage: "cgroup v2 directory whose processes are captured (default: the whole host)", EnvVars: []string{"VIGIL_CGROUP"}},
 			&cli.StringFlag{Name: "capture", Usage: "destinations to capture, e.g. \"10.0.0.0/8:5432,0.0.0.0/0:443,::/0\" (default: all TCP except loopback)", EnvVars: []string{"VIGIL_CAPTURE"}},
 			&cli.UintFlag{Name: "proxy-port", Value: uint(intercept.DefaultProxyPort), Usage: "loopback port of the proxy", EnvVars: []string{"VIGIL_PROXY_PORT"}},
+			&cli.IntFlag{Name: "max-netns", Value: intercept.DefaultMaxNetns, Usage: "workload network namespaces (pods, containers) served at once; 0 serves none (their connects are only reported)", EnvVars: []string{"VIGIL_MAX_NETNS"}},
 			&cli.StringFlag{Name: "fail-mode", Value: agent.FailOpen, Usage: "open: traffic flows directly if the agent dies; closed: it fails until the agent is back", EnvVars: []string{"VIGIL_FAIL_MODE"}},
 			&cli.StringFlag{Name: "pin-path", Value: agent.DefaultPinPath, Usage: "bpffs directory for fail-closed pins", EnvVars: []string{"VIGIL_PIN_PATH"}},
 			&cli.StringFlag{Name: "policy", Value: agent.DefaultPolicyPath, Usage: "policy file, reloaded on change and SIGHUP (absent default file: allow and record everything)", EnvVars: []string{"VIGIL_POLICY"}},
@@ -109,6 +110,9 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 	}
 	cfg.PolicyExplicit = c.IsSet("policy") || fc.Policy != ""
 	cfg.MetricsAddr = str("metrics-addr", fc.MetricsAddr)
+	if cfg.MaxNetns = c.Int("max-netns"); cfg.MaxNetns <= 0 {
+		cfg.MaxNetns = -1
+	}
 	if cfg.FailMode != agent.FailOpen && cfg.FailMode != agent.FailClosed {
 		return cfg, usagef("--fail-mode %q: want open or closed", cfg.FailMode)
 	}

@@ -18,6 +18,7 @@ import (
 const (
 	DefaultProxyPort  uint16 = 1015
 	DefaultBypassMark uint32 = 0x7669
+	DefaultMaxNetns          = 1024
 )
 
 // Config configures Open.
@@ -51,6 +52,10 @@ type Config struct {
 	// Open with existing pins adopts them: pinned links are updated to the
 	// new programs and pinned maps are reused.
 	PinPath string
+	// MaxNetns bounds the workload network namespaces that can be served
+	// at once (ServeNetns); default DefaultMaxNetns. Connects from
+	// namespaces beyond it are reported (EventOtherNetns), not redirected.
+	MaxNetns int
 	// Logger receives operational logs; nil discards them.
 	Logger *slog.Logger
 	// Debug includes the full verifier log in load errors.
@@ -186,6 +191,9 @@ func (c Config) withDefaults() Config {
 	}
 	if len(c.Capture) == 0 {
 		c.Capture = DefaultCapture()
+	}
+	if c.MaxNetns <= 0 {
+		c.MaxNetns = DefaultMaxNetns
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -46,3 +46,20 @@ func (i *Interceptor) SetDeny(t DenyTable) error { return errNotLinux }
 
 // SetCapture fails outside Linux.
 func (i *Interceptor) SetCapture(rules []CaptureRule) error { return errNotLinux }
+
+// LookupNetns fails outside Linux.
+func (i *Interceptor) LookupNetns(netns uint64, client netip.AddrPort) (Origin, bool, error) {
+	return Origin{}, false, errNotLinux
+}
+
+// ServeNetns fails outside Linux.
+func (i *Interceptor) ServeNetns(netns uint64) error { return errNotLinux }
+
+// UnserveNetns fails outside Linux.
+func (i *Interceptor) UnserveNetns(netns uint64) error { return errNotLinux }
+
+// ServedNetns fails outside Linux.
+func (i *Interceptor) ServedNetns() ([]uint64, error) { return nil, errNotLinux }
+
+// PruneNetns fails outside Linux.
+func (i *Interceptor) PruneNetns(keep map[uint64]bool) error { return errNotLinux }

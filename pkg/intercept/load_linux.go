@@ -22,6 +22,7 @@ var pinnedMaps = []string{
 	bpf.InterceptMapVigilUdpSeen,
 	bpf.InterceptMapVigilEvents,
 	bpf.InterceptMapVigilStats,
+	bpf.InterceptMapVigilNetns,
 }
 
 // load configures the embedded collection spec and loads it, reusing maps
@@ -46,6 +47,7 @@ func (i *Interceptor) load() error {
 			return fmt.Errorf("intercept: set %s: %w", name, err)
 		}
 	}
+	spec.Maps[bpf.InterceptMapVigilNetns].MaxEntries = uint32(i.cfg.MaxNetns)
 	if n := i.cfg.originsMax; n != 0 {
 		m := spec.Maps[bpf.InterceptMapVigilOrigins]
 		m.Type, m.MaxEntries = ebpf.Hash, n
@@ -114,6 +116,9 @@ var probes = []probe{
 	}},
 	{"bpf_sock_ops_cb_flags_set in sockops programs (Linux 4.17)", func() error {
 		return features.HaveProgramHelper(ebpf.SockOps, asm.FnSockOpsCbFlagsSet)
+	}},
+	{"bpf_get_netns_cookie in sockops programs (Linux 5.15)", func() error {
+		return features.HaveProgramHelper(ebpf.SockOps, asm.FnGetNetnsCookie)
 	}},
 	{"bpf_get_socket_cookie in sockops programs (Linux 5.0)", func() error {
 		return features.HaveProgramHelper(ebpf.SockOps, asm.FnGetSocketCookie)

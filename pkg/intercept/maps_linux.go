@@ -25,12 +25,20 @@ const (
 var lookupRetries = []time.Duration{0, 200 * time.Microsecond, time.Millisecond, 4 * time.Millisecond}
 
 // Lookup returns, and removes, the origin of the connection the proxy
-// accepted from client (the accepted connection's RemoteAddr). IPv4-mapped
-// addresses are unmapped first. found is false when the kernel recorded
-// nothing for client: the connection was not redirected, or its client
-// already closed it.
+// accepted from client (the accepted connection's RemoteAddr) on a
+// listener in the agent's own network namespace. IPv4-mapped addresses are
+// unmapped first. found is false when the kernel recorded nothing for
+// client: the connection was not redirected, or its client already closed
+// it.
 func (i *Interceptor) Lookup(client netip.AddrPort) (o Origin, found bool, err error) {
-	key := tupleKey(client)
+	return i.LookupNetns(i.netns, client)
+}
+
+// LookupNetns is Lookup for a connection accepted on a listener in the
+// network namespace with cookie netns (a served workload namespace, see
+// ServeNetns): the same client address can exist in many namespaces.
+func (i *Interceptor) LookupNetns(netns uint64, client netip.AddrPort) (o Origin, found bool, err error) {
+	key := tupleKey(netns, client)
 	var v bpf.InterceptOrigin
 	for _, pause := range lookupRetries {
 		time.Sleep(pause)
@@ -45,8 +53,8 @@ func (i *Interceptor) Lookup(client netip.AddrPort) (o Origin, found bool, err e
 	return Origin{}, false, nil
 }
 
-func tupleKey(ap netip.AddrPort) bpf.InterceptTupleKey {
-	k := bpf.InterceptTupleKey{Port: ap.Port()}
+func tupleKey(netns uint64, ap netip.AddrPort) bpf.InterceptTupleKey {
+	k := bpf.InterceptTupleKey{NetnsCookie: netns, Port: ap.Port()}
 	k.Family, k.Addr = packAddr(ap.Addr())
 	return k
 }
@@ -161,6 +169,7 @@ func (i *Interceptor) Stats() (Stats, error) {
 		{i.objs.VigilTuples, &s.Tuples},
 		{i.objs.VigilUdpSeen, &s.UDPSeen},
 		{i.objs.VigilCapture, &s.Capture},
+		{i.objs.VigilNetns, &s.Netns},
 	}
 	for _, c := range counts {
 		if *c.out, err = countEntries(c.m); err != nil {
@@ -183,6 +192,7 @@ func (i *Interceptor) Stats() (Stats, error) {
 		{bpf.InterceptStatIdSTAT_MAP_FULL, &s.MapFull},
 		{bpf.InterceptStatIdSTAT_EVENTS_LOST, &s.EventsLost},
 		{bpf.InterceptStatIdSTAT_KERNEL_DENY, &s.KernelDenied},
+		{bpf.InterceptStatIdSTAT_REDIRECTED_NETNS, &s.RedirectedNetns},
 	}
 	i.denyMu.Lock()
 	s.Deny = i.denyEntries

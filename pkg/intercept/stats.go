@@ -9,6 +9,7 @@ type Stats struct {
 	UDPSeen int // (socket, destination, kind) already reported: UDP, mark.bypass, bound.device
 	Capture int // capture set prefixes
 	Deny    int // deny table prefixes (SetDeny)
+	Netns   int // served workload network namespaces (ServeNetns)
 
 	TCPConnects        uint64 // TCP connect()s seen in the cgroup subtree
 	Redirected         uint64 // TCP connect()s rewritten to the proxy
@@ -22,4 +23,5 @@ type Stats struct {
 	MapFull            uint64 // an origin could not be stored: let through unredirected
 	EventsLost         uint64 // events dropped because the ring buffer was full
 	KernelDenied       uint64 // TCP connect()s refused by the deny table (each reported as EventKernelDeny)
+	RedirectedNetns    uint64 // of Redirected: from a served workload network namespace
 }

@@ -56,8 +56,9 @@ const (
 	reasonRefused    = "refused"     // not relayed (not recorded: conn.deny says why)
 )
 
-// handle runs one accepted connection from lookup to conn.close.
-func (p *Proxy) handle(ctx context.Context, c *net.TCPConn) {
+// handle runs one accepted connection from lookup to conn.close. src is
+// the Source of a listener added with AddListener, nil for Config.Listen.
+func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, src *Source) {
 	defer p.connWG.Done()
 	p.stats.active.Add(1)
 	defer p.stats.active.Add(-1)
@@ -69,7 +70,7 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn) {
 	defer p.untrack(s)
 
 	client := addrPort(c.RemoteAddr())
-	origin, found, err := p.cfg.Resolver.Lookup(client)
+	origin, found, err := p.resolverFor(src).Lookup(client)
 	switch {
 	case err != nil:
 		p.refuse(ctx, s, auditlog.Entry{Src: client.String(), Dst: addrPort(c.LocalAddr()).String(), Rule: RuleLookupFailed,
@@ -96,6 +97,11 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn) {
 		Dst:      origin.Dst.String(),
 		Attrs:    identityAttrs(info),
 	}
+	if src != nil {
+		for k, v := range src.Attrs {
+			e.Attrs[k] = v
+		}
+	}
 	if !origin.Dst.IsValid() || p.isOwnAddr(origin.Dst) {
 		e.Rule = RuleLoop
 		p.refuse(ctx, s, e)
@@ -113,7 +119,7 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn) {
 		p.refuse(ctx, s, e)
 		return
 	}
-	p.open(ctx, s, e, origin.Dst)
+	p.open(ctx, s, e, origin.Dst, src)
 }
 
 // identify reads what /proc says about the caller, through the cache when
@@ -155,12 +161,12 @@ type dialResult struct {
 
 // open records the conn.open entry while dialing the destination, and
 // relays once the entry is durable and the dial succeeded.
-func (p *Proxy) open(ctx context.Context, s *session, e auditlog.Entry, dst netip.AddrPort) {
+func (p *Proxy) open(ctx context.Context, s *session, e auditlog.Entry, dst netip.AddrPort, src *Source) {
 	dialCtx, cancelDial := context.WithCancel(ctx)
 	defer cancelDial()
 	dialed := make(chan dialResult, 1)
 	go func() {
-		c, err := p.dial(dialCtx, dst)
+		c, err := p.dialFor(dialCtx, src, dst)
 		dialed <- dialResult{c, err}
 	}()
 

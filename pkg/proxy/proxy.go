@@ -140,6 +140,9 @@ type Proxy struct {
 	forced   bool
 	sessions map[*session]struct{}
 	cancel   context.CancelFunc // cancels connection contexts on a forced shutdown
+
+	extra     map[*net.TCPListener]*extraListener // AddListener; guarded by mu
+	startLoop func(*extraListener)                // set by Serve: starts an added listener's accept loop
 }
 
 // New checks cfg and binds the listeners, so that Addrs is valid at once
@@ -243,13 +246,21 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	}
 	p.serving = true
 	p.cancel = cancel
-	p.acceptWG.Add(len(p.lns))
+	p.acceptWG.Add(len(p.lns) + len(p.extra))
+	p.startLoop = func(el *extraListener) { go p.acceptLoop(connCtx, el.ln, el) }
+	extra := make([]*extraListener, 0, len(p.extra))
+	for _, el := range p.extra {
+		extra = append(extra, el)
+	}
 	p.mu.Unlock()
 	defer cancel()
 
-	p.log.Info("proxy listening", "addrs", p.addrs)
+	p.log.Info("proxy listening", "addrs", p.addrs, "added_listeners", len(extra))
 	for _, ln := range p.lns {
-		go p.acceptLoop(connCtx, ln)
+		go p.acceptLoop(connCtx, ln, nil)
+	}
+	for _, el := range extra {
+		p.startLoop(el)
 	}
 	select {
 	case <-ctx.Done():
@@ -309,16 +320,30 @@ func (p *Proxy) closeListeners() {
 	for _, ln := range p.lns {
 		_ = ln.Close()
 	}
+	p.mu.Lock()
+	for _, el := range p.extra {
+		_ = el.ln.Close()
+	}
+	p.mu.Unlock()
 }
 
-func (p *Proxy) acceptLoop(ctx context.Context, ln *net.TCPListener) {
+// acceptLoop accepts on ln until the proxy stops or, for a listener added
+// with AddListener (el non-nil), until it is removed.
+func (p *Proxy) acceptLoop(ctx context.Context, ln *net.TCPListener, el *extraListener) {
 	defer p.acceptWG.Done()
+	var removed <-chan struct{}
+	var src *Source
+	if el != nil {
+		removed, src = el.removed, &el.src
+	}
 	var backoff time.Duration
 	for {
 		c, err := ln.AcceptTCP()
 		if err != nil {
 			select {
 			case <-p.stopped:
+				return
+			case <-removed:
 				return
 			default:
 			}
@@ -332,13 +357,16 @@ func (p *Proxy) acceptLoop(ctx context.Context, ln *net.TCPListener) {
 			case <-p.stopped:
 				t.Stop()
 				return
+			case <-removed:
+				t.Stop()
+				return
 			}
 			continue
 		}
 		backoff = 0
 		p.stats.accepted.Add(1)
 		p.connWG.Add(1)
-		go p.handle(ctx, c)
+		go p.handle(ctx, c, src)
 	}
 }
 
