@@ -282,8 +282,13 @@ func (a *Agent) netnsAttr(attrs map[string]string, o intercept.Origin) {
 			return
 		}
 	}
-	if id, err := netns.StatNS(fmt.Sprintf("/proc/%d/task/%d/ns/net", o.PID, o.TID)); err == nil {
-		attrs["netns_ino"] = strconv.FormatUint(id.Ino, 10)
+	// The thread, or at least its process, may still be there; a process
+	// that already exited leaves only the cookie (in the entry's identity).
+	for _, path := range []string{fmt.Sprintf("/proc/%d/task/%d/ns/net", o.PID, o.TID), fmt.Sprintf("/proc/%d/ns/net", o.PID)} {
+		if id, err := netns.StatNS(path); err == nil {
+			attrs["netns_ino"] = strconv.FormatUint(id.Ino, 10)
+			return
+		}
 	}
 }
 
