@@ -77,13 +77,9 @@ func readHeader(r io.Reader) (SegmentHeader, *frameReader, error) {
 	if n, err := io.ReadFull(r, pre); err != nil {
 		return h, nil, fmt.Errorf("%w: segment preamble cut short at %d bytes", errTorn, n)
 	}
-	if string(pre[:len(segmentMagic)]) != segmentMagic {
-		return h, nil, &MalformedError{What: "segment header", Reason: "not a vigil segment (bad magic)"}
-	}
-	h.Version = binary.BigEndian.Uint16(pre[len(segmentMagic):])
-	if h.Version != formatVersion {
-		return h, nil, &MalformedError{What: "segment header", Offset: len(segmentMagic),
-			Reason: fmt.Sprintf("format version %d is not supported by this vigil (reads %d): upgrade vigil", h.Version, formatVersion)}
+	var err error
+	if h.Version, err = parsePreamble(pre); err != nil {
+		return h, nil, err
 	}
 	fr := newFrameReader(r, int64(preambleLength))
 	body, _, err := fr.next()
@@ -100,6 +96,19 @@ func readHeader(r io.Reader) (SegmentHeader, *frameReader, error) {
 		return h, nil, err
 	}
 	return h, fr, nil
+}
+
+// parsePreamble checks a segment's magic and format version.
+func parsePreamble(pre []byte) (uint16, error) {
+	if string(pre[:len(segmentMagic)]) != segmentMagic {
+		return 0, &MalformedError{What: "segment header", Reason: "not a vigil segment (bad magic)"}
+	}
+	v := binary.BigEndian.Uint16(pre[len(segmentMagic):])
+	if v != formatVersion {
+		return v, &MalformedError{What: "segment header", Offset: len(segmentMagic),
+			Reason: fmt.Sprintf("format version %d is not supported by this vigil (reads %d): upgrade vigil", v, formatVersion)}
+	}
+	return v, nil
 }
 
 func parseHeaderFields(h *SegmentHeader, b []byte) error {
