@@ -62,3 +62,15 @@ func (e *Emitter) bare() *Message {
 	}
 	return nil
 }
+
+// AppendPart covers k more bytes of the request being streamed (the rest
+// of a body or a large value): they join the last message when it is that
+// request's own or an earlier Part of it, or start a new Part message, so
+// a deny of the request drops them with it.
+func AppendPart(msgs []Message, k int) []Message {
+	if i := len(msgs) - 1; i >= 0 && msgs[i].Response == nil && (msgs[i].Request != nil || msgs[i].Part) {
+		msgs[i].Len += k
+		return msgs
+	}
+	return append(msgs, Message{Len: k, Part: true})
+}
