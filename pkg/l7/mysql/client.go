@@ -61,7 +61,7 @@ func (p *Parser) command(e *l7.Emitter, total int, seq byte, b []byte) error {
 		}
 		st := p.statement(string(body))
 		r := p.newRequest(st.info.Kind(), st.text)
-		sqlAttrs(r, st.info)
+		st.info.AddAttrs(r.Attrs)
 		p.push(&pending{req: r, kind: ansResult, seq: seq})
 		e.Request(total, r)
 	case comInitDB:
@@ -135,7 +135,7 @@ func (p *Parser) execRequest(id uint32) *l7.Request {
 		st = stmt{info: sql.Info{Statements: []sql.Statement{{Kind: "UNKNOWN"}}}}
 	}
 	r := p.newRequest(st.info.Kind(), st.text)
-	sqlAttrs(r, st.info)
+	st.info.AddAttrs(r.Attrs)
 	r.Attrs["statement_id"] = fmt.Sprint(id)
 	return r
 }

@@ -339,15 +339,6 @@ func (p *Parser) statement(text string) stmt {
 	return stmt{text: sql.Truncate(text, l7.MaxText), info: info}
 }
 
-func sqlAttrs(r *l7.Request, in sql.Info) {
-	if len(in.Statements) > 1 {
-		r.Attrs["sql_kinds"] = in.Kinds()
-	}
-	if in.NoWhere() {
-		r.Attrs["sql_where"] = "false"
-	}
-}
-
 // outstanding counts the commands waiting for the server.
 func (p *Parser) outstanding() int {
 	p.mu.Lock()

@@ -205,7 +205,7 @@ func (p *Parser) clientMessage(e *l7.Emitter, b []byte) (bool, error) {
 		}
 		st := p.statement(text)
 		r := p.newRequest(st.info.Kind(), st.text)
-		sqlAttrs(r, st.info)
+		st.info.AddAttrs(r.Attrs)
 		p.push(&pending{req: r})
 		e.Request(int(total), r)
 		return true, nil
@@ -503,7 +503,7 @@ func (p *Parser) endBatch(e *l7.Emitter, synced bool) {
 		}
 	}
 	r := p.newRequest(info.Kind(), sql.Truncate(strings.Join(texts, "; "), l7.MaxText))
-	sqlAttrs(r, info)
+	info.AddAttrs(r.Attrs)
 	r.Attrs["extended"] = "true"
 	if len(execs) > 1 {
 		r.Attrs["executes"] = fmt.Sprint(len(execs))

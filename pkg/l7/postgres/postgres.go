@@ -199,15 +199,6 @@ func (p *Parser) statement(text string) stmt {
 	return stmt{text: sql.Truncate(text, l7.MaxText), info: info}
 }
 
-func sqlAttrs(r *l7.Request, in sql.Info) {
-	if len(in.Statements) > 1 {
-		r.Attrs["sql_kinds"] = in.Kinds()
-	}
-	if in.NoWhere() {
-		r.Attrs["sql_where"] = "false"
-	}
-}
-
 // Deny implements l7.Parser: an ErrorResponse with SQLSTATE 42501
 // (insufficient_privilege) and, when the server would have sent one, a
 // ReadyForQuery with the transaction status the server last reported, so
