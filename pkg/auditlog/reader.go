@@ -8,6 +8,8 @@ import (
 	"hash/crc32"
 	"io"
 	"path/filepath"
+	"strconv"
+	"strings"
 )
 
 // This file is the read side of the segment format for other packages
@@ -29,6 +31,27 @@ const (
 	KindEntry      = kindEntry
 	KindCheckpoint = kindCheckpoint
 )
+
+// SegmentName returns the file name of the segment whose first entry is
+// first: segment-<first, 20 digits>.vlog, so lexical order is chain order.
+func SegmentName(first uint64) string { return segmentName(first) }
+
+// ParseSegmentName returns the first seq a segment file name stands for,
+// and false if name is not a well-formed segment name.
+func ParseSegmentName(name string) (uint64, bool) {
+	num, ok := strings.CutPrefix(name, segmentPrefix)
+	if !ok {
+		return 0, false
+	}
+	if num, ok = strings.CutSuffix(num, segmentSuffix); !ok {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(num, 10, 64)
+	if err != nil || len(num) != 20 || seq == 0 {
+		return 0, false
+	}
+	return seq, true
+}
 
 // SegmentFile is one segment file of a log directory.
 type SegmentFile struct {

@@ -168,3 +168,23 @@ func FuzzReaderAPI(f *testing.F) {
 		}
 	})
 }
+
+func TestSegmentNames(t *testing.T) {
+	if got := SegmentName(42); got != "segment-00000000000000000042.vlog" {
+		t.Errorf("SegmentName(42) = %q", got)
+	}
+	for name, want := range map[string]uint64{
+		SegmentName(1):                         1,
+		SegmentName(1 << 63):                   1 << 63,
+		"segment-00000000000000000000.vlog":    0, // seq 0 does not exist
+		"segment-0000000000000000001.vlog":     0, // 19 digits
+		"segment-0000000000000000000x.vlog":    0,
+		"segment-00000000000000000001.vlog.gz": 0,
+		"checkpoint":                           0,
+	} {
+		got, ok := ParseSegmentName(name)
+		if got != want || ok != (want != 0) {
+			t.Errorf("ParseSegmentName(%q) = %d, %v; want %d", name, got, ok, want)
+		}
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -191,9 +190,8 @@ func listSegments(dir string) ([]segmentFile, error) {
 		if !strings.HasPrefix(name, segmentPrefix) || !strings.HasSuffix(name, segmentSuffix) || de.IsDir() {
 			continue
 		}
-		num := strings.TrimSuffix(strings.TrimPrefix(name, segmentPrefix), segmentSuffix)
-		seq, err := strconv.ParseUint(num, 10, 64)
-		if err != nil || len(num) != 20 || seq == 0 {
+		seq, ok := ParseSegmentName(name)
+		if !ok {
 			return nil, fmt.Errorf("auditlog: %s: unexpected segment file name (want %s)", filepath.Join(dir, name), segmentName(1))
 		}
 		segs = append(segs, segmentFile{Path: filepath.Join(dir, name), FirstSeq: seq})
