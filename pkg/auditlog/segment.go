@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -77,13 +76,9 @@ func readHeader(r io.Reader) (SegmentHeader, *frameReader, error) {
 	if n, err := io.ReadFull(r, pre); err != nil {
 		return h, nil, fmt.Errorf("%w: segment preamble cut short at %d bytes", errTorn, n)
 	}
-	if string(pre[:len(segmentMagic)]) != segmentMagic {
-		return h, nil, &MalformedError{What: "segment header", Reason: "not a vigil segment (bad magic)"}
-	}
-	h.Version = binary.BigEndian.Uint16(pre[len(segmentMagic):])
-	if h.Version != formatVersion {
-		return h, nil, &MalformedError{What: "segment header", Offset: len(segmentMagic),
-			Reason: fmt.Sprintf("format version %d is not supported by this vigil (reads %d): upgrade vigil", h.Version, formatVersion)}
+	var err error
+	if h.Version, err = parsePreamble(pre); err != nil {
+		return h, nil, err
 	}
 	fr := newFrameReader(r, int64(preambleLength))
 	body, _, err := fr.next()
@@ -100,6 +95,19 @@ func readHeader(r io.Reader) (SegmentHeader, *frameReader, error) {
 		return h, nil, err
 	}
 	return h, fr, nil
+}
+
+// parsePreamble checks a segment's magic and format version.
+func parsePreamble(pre []byte) (uint16, error) {
+	if string(pre[:len(segmentMagic)]) != segmentMagic {
+		return 0, &MalformedError{What: "segment header", Reason: "not a vigil segment (bad magic)"}
+	}
+	v := binary.BigEndian.Uint16(pre[len(segmentMagic):])
+	if v != formatVersion {
+		return v, &MalformedError{What: "segment header", Offset: len(segmentMagic),
+			Reason: fmt.Sprintf("format version %d is not supported by this vigil (reads %d): upgrade vigil", v, formatVersion)}
+	}
+	return v, nil
 }
 
 func parseHeaderFields(h *SegmentHeader, b []byte) error {
@@ -182,9 +190,8 @@ func listSegments(dir string) ([]segmentFile, error) {
 		if !strings.HasPrefix(name, segmentPrefix) || !strings.HasSuffix(name, segmentSuffix) || de.IsDir() {
 			continue
 		}
-		num := strings.TrimSuffix(strings.TrimPrefix(name, segmentPrefix), segmentSuffix)
-		seq, err := strconv.ParseUint(num, 10, 64)
-		if err != nil || len(num) != 20 || seq == 0 {
+		seq, ok := ParseSegmentName(name)
+		if !ok {
 			return nil, fmt.Errorf("auditlog: %s: unexpected segment file name (want %s)", filepath.Join(dir, name), segmentName(1))
 		}
 		segs = append(segs, segmentFile{Path: filepath.Join(dir, name), FirstSeq: seq})

@@ -38,11 +38,11 @@ func (s *Source) Follow(ctx context.Context, f *Filter, from uint64, emit Emit) 
 			return err
 		}
 		for _, sg := range segs {
-			if sg.firstSeq <= from || cur.name == "" {
+			if sg.FirstSeq <= from || cur.Name == "" {
 				cur = sg
 			}
 		}
-		if cur.name != "" {
+		if cur.Name != "" {
 			break
 		}
 		if !wait() {
@@ -96,31 +96,31 @@ func (t *tailer) reset() {
 // drain reads what is new in seg. It reports done when a newer segment
 // exists and seg was read to a clean end.
 func (t *tailer) drain(ctx context.Context, seg segment) (bool, error) {
-	file, err := os.Open(seg.path)
+	file, err := os.Open(seg.Path)
 	if err != nil {
 		return false, fmt.Errorf("eventquery: %w", err)
 	}
 	defer file.Close()
 	if t.off == 0 {
-		h, err := readSegHeader(file, seg.name)
-		if errors.Is(err, errTorn) {
+		h, err := readSegHeader(file, seg)
+		if errors.Is(err, auditlog.ErrTorn) {
 			return false, nil // the writer is creating it
 		}
 		if err != nil {
 			return false, err
 		}
-		t.off, t.prev = h.end, h.prevHash
+		t.off, t.prev = h.End, h.Header.PrevHash
 	}
-	fs, err := newFrameScanner(file, t.off)
-	if err != nil {
+	if _, err := file.Seek(t.off, io.SeekStart); err != nil {
 		return false, fmt.Errorf("eventquery: %w", err)
 	}
-	var rec record
+	fs := auditlog.NewFrameReader(file, t.off)
+	var rec auditlog.Record
 	for {
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
-		body, off, err := fs.next()
+		body, off, err := fs.Next()
 		if err != nil {
 			_, newer, lerr := nextSegment(t.src.Dir, seg)
 			if lerr != nil {
@@ -132,25 +132,25 @@ func (t *tailer) drain(ctx context.Context, seg segment) (bool, error) {
 			// A damaged frame is a write in progress, unless the writer
 			// has moved on and it is still damaged one poll later.
 			if newer && t.tornSeen {
-				return false, &CorruptError{Segment: seg.name, Offset: off, Reason: err.Error()}
+				return false, &CorruptError{Segment: seg.Name, Offset: off, Reason: err.Error()}
 			}
 			t.tornSeen = newer
 			return false, nil
 		}
 		t.tornSeen = false
 		switch body[0] {
-		case kindEntry:
-		case kindCheck:
-			t.off = fs.off
+		case auditlog.KindEntry:
+		case auditlog.KindCheckpoint:
+			t.off = fs.Offset()
 			continue
 		default:
-			return false, &CorruptError{Segment: seg.name, Offset: off, Reason: fmt.Sprintf("unknown record kind %d", body[0])}
+			return false, &CorruptError{Segment: seg.Name, Offset: off, Reason: fmt.Sprintf("unknown record kind %d", body[0])}
 		}
-		if err := parseEntryFrame(body, &rec); err != nil {
-			return false, &CorruptError{Segment: seg.name, Offset: off, Reason: err.Error()}
+		rec, err = auditlog.DecodeEntryFrame(body, off)
+		if err != nil {
+			return false, &CorruptError{Segment: seg.Name, Offset: off, Reason: err.Error()}
 		}
-		rec.off = off
-		e := &rec.entry
+		e := &rec.Entry
 		if e.Seq >= t.from && t.f.Match(e) {
 			if err := verifyRecord(t.src.Verifier, seg, &rec, t.prev); err != nil {
 				return false, err
@@ -159,8 +159,8 @@ func (t *tailer) drain(ctx context.Context, seg segment) (bool, error) {
 				return false, err
 			}
 		}
-		t.prev = rec.hash
-		t.off = fs.off
+		t.prev = rec.Hash
+		t.off = fs.Offset()
 	}
 }
 
@@ -171,7 +171,7 @@ func nextSegment(dir string, cur segment) (segment, bool, error) {
 		return segment{}, false, err
 	}
 	for _, sg := range segs {
-		if sg.firstSeq > cur.firstSeq {
+		if sg.FirstSeq > cur.FirstSeq {
 			return sg, true, nil
 		}
 	}

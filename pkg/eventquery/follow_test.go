@@ -137,7 +137,7 @@ func corrupt(t *testing.T, dir string) (string, int64) {
 	if err != nil || len(segs) < 3 {
 		t.Fatalf("need ≥ 3 segments, have %d (%v)", len(segs), err)
 	}
-	p := segs[1].path
+	p := segs[1].Path
 	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +147,7 @@ func corrupt(t *testing.T, dir string) (string, int64) {
 	if err := os.WriteFile(p, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return segs[1].name, mid
+	return segs[1].Name, mid
 }
 
 func TestCorruptArchive(t *testing.T) {
@@ -218,7 +218,7 @@ func TestIndexRebuild(t *testing.T) {
 		}
 	}
 	check("valid indexes", 0)
-	idx := func(i int) string { return filepath.Join(idxDir, segs[i].name+idxSuffix) }
+	idx := func(i int) string { return filepath.Join(idxDir, segs[i].Name+idxSuffix) }
 	// Corrupt: flip a byte in a section, truncate another, empty a third.
 	b, _ := os.ReadFile(idx(0))
 	x, err := openIndex(bytes.NewReader(b), int64(len(b)))

@@ -16,6 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 // Index file layout (docs/QUERY.md, "Index"): all integers big-endian.
 //
 //	"VIGILIDX" | u16 version | u32 meta_len | meta | u32 CRC-32C(meta) | sections…
@@ -414,7 +416,7 @@ func newIndexStore(logDir, explicit string) indexStore {
 // the segment is scanned (and the index rebuilt).
 func (s indexStore) load(seg segment, size int64, hdrHash [32]byte) (*segIndex, *os.File) {
 	for _, d := range s.dirs {
-		f, err := os.Open(filepath.Join(d, seg.name+idxSuffix))
+		f, err := os.Open(filepath.Join(d, seg.Name+idxSuffix))
 		if err != nil {
 			continue
 		}
@@ -424,7 +426,7 @@ func (s indexStore) load(seg segment, size int64, hdrHash [32]byte) (*segIndex, 
 			continue
 		}
 		x, err := openIndex(f, fi.Size())
-		if err != nil || x.name != seg.name || x.size != size || x.hdrHash != hdrHash {
+		if err != nil || x.name != seg.Name || x.size != size || x.hdrHash != hdrHash {
 			f.Close()
 			continue
 		}

@@ -90,10 +90,10 @@ func (s *Source) Query(ctx context.Context, f *Filter, emit Emit) (Stats, error)
 		seg := segs[i]
 		last := i == len(segs)-1
 		// Segment-level seq pruning from the file names.
-		if !last && f.FromSeq > 0 && segs[i+1].firstSeq <= f.FromSeq {
+		if !last && f.FromSeq > 0 && segs[i+1].FirstSeq <= f.FromSeq {
 			continue
 		}
-		if f.ToSeq != 0 && seg.firstSeq > f.ToSeq {
+		if f.ToSeq != 0 && seg.FirstSeq > f.ToSeq {
 			continue
 		}
 		err := q.segment(ctx, seg, last)
@@ -150,7 +150,7 @@ func (q *queryRun) flushReverse(rev []auditlog.Entry) error {
 }
 
 func (q *queryRun) segment(ctx context.Context, seg segment, last bool) error {
-	f, err := os.Open(seg.path)
+	f, err := os.Open(seg.Path)
 	if err != nil {
 		return fmt.Errorf("eventquery: %w", err)
 	}
@@ -159,28 +159,28 @@ func (q *queryRun) segment(ctx context.Context, seg segment, last bool) error {
 	if err != nil {
 		return fmt.Errorf("eventquery: %w", err)
 	}
-	h, err := readSegHeader(f, seg.name)
+	h, err := readSegHeader(f, seg)
 	if err != nil {
-		if last && errors.Is(err, errTorn) {
-			q.st.EndSeq = seg.firstSeq - 1 // a segment just created
+		if last && errors.Is(err, auditlog.ErrTorn) {
+			q.st.EndSeq = seg.FirstSeq - 1 // a segment just created
 			return nil
 		}
 		var ce *CorruptError
 		if !errors.As(err, &ce) {
-			err = &CorruptError{Segment: seg.name, Reason: err.Error()}
+			err = &CorruptError{Segment: seg.Name, Reason: err.Error()}
 		}
 		return err
 	}
 	haveIndex := false
 	if !last && !q.src.NoIndex {
-		if x, xf := q.store.load(seg, fi.Size(), h.hash); x != nil {
+		if x, xf := q.store.load(seg, fi.Size(), h.Digest); x != nil {
 			defer xf.Close()
 			haveIndex = true
 			if q.f.selective() {
 				err := q.indexed(ctx, seg, f, h, x)
 				switch {
 				case errors.Is(err, errBadIndex):
-					q.src.logger().Debug("index unusable, rescanning", "segment", seg.name, "err", err)
+					q.src.logger().Debug("index unusable, rescanning", "segment", seg.Name, "err", err)
 					haveIndex = false
 				case !errors.Is(err, errNotSelective):
 					return err
@@ -193,28 +193,28 @@ func (q *queryRun) segment(ctx context.Context, seg segment, last bool) error {
 
 // scan reads a whole segment, matching every entry; for a sealed segment it
 // builds and stores the index on the way.
-func (q *queryRun) scan(ctx context.Context, seg segment, f *os.File, h segHeader, size int64, last, build bool) error {
+func (q *queryRun) scan(ctx context.Context, seg segment, f *os.File, h auditlog.SegmentStart, size int64, last, build bool) error {
 	q.st.Scanned++
 	var b *indexBuilder
 	if build {
 		b = newIndexBuilder()
 	}
-	fs, err := newFrameScanner(f, h.end)
-	if err != nil {
+	if _, err := f.Seek(h.End, io.SeekStart); err != nil {
 		return fmt.Errorf("eventquery: %w", err)
 	}
-	prev := h.prevHash
+	fs := auditlog.NewFrameReader(f, h.End)
+	prev := h.Header.PrevHash
 	var rev []auditlog.Entry
 	stopped := false
-	endSeq := seg.firstSeq - 1
-	var rec record
+	endSeq := seg.FirstSeq - 1
+	var rec auditlog.Record
 	for n := 0; ; n++ {
 		if n%4096 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 		}
-		body, off, err := fs.next()
+		body, off, err := fs.Next()
 		if err == io.EOF {
 			break
 		}
@@ -222,21 +222,21 @@ func (q *queryRun) scan(ctx context.Context, seg segment, f *os.File, h segHeade
 			if last {
 				break // a writer mid-append
 			}
-			return &CorruptError{Segment: seg.name, Offset: off, Reason: err.Error()}
+			return &CorruptError{Segment: seg.Name, Offset: off, Reason: err.Error()}
 		}
 		switch body[0] {
-		case kindEntry:
-		case kindCheck:
+		case auditlog.KindEntry:
+		case auditlog.KindCheckpoint:
 			continue
 		default:
-			return &CorruptError{Segment: seg.name, Offset: off, Reason: fmt.Sprintf("unknown record kind %d", body[0])}
+			return &CorruptError{Segment: seg.Name, Offset: off, Reason: fmt.Sprintf("unknown record kind %d", body[0])}
 		}
-		if err := parseEntryFrame(body, &rec); err != nil {
-			return &CorruptError{Segment: seg.name, Offset: off, Reason: err.Error()}
+		rec, err = auditlog.DecodeEntryFrame(body, off)
+		if err != nil {
+			return &CorruptError{Segment: seg.Name, Offset: off, Reason: err.Error()}
 		}
-		rec.off = off
 		q.st.Read++
-		e := &rec.entry
+		e := &rec.Entry
 		endSeq = e.Seq
 		if b != nil {
 			b.add(e, off)
@@ -252,14 +252,14 @@ func (q *queryRun) scan(ctx context.Context, seg segment, f *os.File, h segHeade
 				stopped = true // finish the index before stopping
 			}
 		}
-		prev = rec.hash
+		prev = rec.Hash
 	}
 	if last {
 		q.st.EndSeq = endSeq
 	}
 	if b != nil && len(b.offsets) > 0 {
-		if err := q.store.save(seg.name, b.encode(seg.name, size, h.hash)); err != nil {
-			q.src.logger().Debug("index not saved", "segment", seg.name, "err", err)
+		if err := q.store.save(seg.Name, b.encode(seg.Name, size, h.Digest)); err != nil {
+			q.src.logger().Debug("index not saved", "segment", seg.Name, "err", err)
 		} else {
 			q.st.Built++
 		}
@@ -272,7 +272,7 @@ func (q *queryRun) scan(ctx context.Context, seg segment, f *os.File, h segHeade
 
 // indexed answers a segment from its index: candidates come from the time
 // and field columns, and each is re-read from the segment and re-matched.
-func (q *queryRun) indexed(ctx context.Context, seg segment, f *os.File, h segHeader, x *segIndex) error {
+func (q *queryRun) indexed(ctx context.Context, seg segment, f *os.File, h auditlog.SegmentStart, x *segIndex) error {
 	fl := q.f
 	if !fl.timeOverlaps(x.minT, x.maxT) || x.maxSeq < fl.FromSeq || (fl.ToSeq != 0 && x.minSeq > fl.ToSeq) || x.count == 0 {
 		q.st.Skipped++
@@ -341,37 +341,37 @@ func (q *queryRun) indexed(ctx context.Context, seg segment, f *os.File, h segHe
 	// Collect before emitting: a bad offset found half-way must fall back
 	// to a scan without having printed anything twice.
 	var hits []auditlog.Entry
-	var rec record
+	var rec auditlog.Record
 	for n, i := range cand {
 		if n%1024 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 		}
-		if err := readFrameAt(f, seg.name, int64(offs[i]), &q.buf, &rec); err != nil {
+		if err := readFrameAt(f, seg, int64(offs[i]), &q.buf, &rec); err != nil {
 			// The index is a cache: an offset that does not lead to an
 			// entry means the index is wrong, not the log.
 			return errors.Join(errBadIndex, err)
 		}
 		q.st.Read++
-		if !q.f.Match(&rec.entry) {
+		if !q.f.Match(&rec.Entry) {
 			continue
 		}
 		if q.src.Verifier != nil {
-			prev := h.prevHash
+			prev := h.Header.PrevHash
 			if i > 0 {
-				var p record
+				var p auditlog.Record
 				var pb []byte
-				if err := readFrameAt(f, seg.name, int64(offs[i-1]), &pb, &p); err != nil {
+				if err := readFrameAt(f, seg, int64(offs[i-1]), &pb, &p); err != nil {
 					return errors.Join(errBadIndex, err)
 				}
-				prev = p.hash
+				prev = p.Hash
 			}
 			if err := q.verify(seg, &rec, prev); err != nil {
 				return err
 			}
 		}
-		hits = append(hits, rec.entry)
+		hits = append(hits, rec.Entry)
 		if !q.f.Reverse && q.f.Limit > 0 && q.st.Matched+len(hits) >= q.f.Limit {
 			break
 		}
@@ -401,19 +401,19 @@ func (e *VerifyError) Error() string {
 
 // verify checks rec's chain hash against prev and its signature, when the
 // source has a verifier.
-func (q *queryRun) verify(seg segment, rec *record, prev [32]byte) error {
+func (q *queryRun) verify(seg segment, rec *auditlog.Record, prev [32]byte) error {
 	return verifyRecord(q.src.Verifier, seg, rec, prev)
 }
 
-func verifyRecord(v signature.Verifier, seg segment, rec *record, prev [32]byte) error {
+func verifyRecord(v signature.Verifier, seg segment, rec *auditlog.Record, prev [32]byte) error {
 	if v == nil {
 		return nil
 	}
-	if auditlog.ChainHash(prev, rec.canon) != rec.hash {
-		return &VerifyError{Seq: rec.entry.Seq, Segment: seg.name, Offset: rec.off, Reason: "chain hash does not follow from the entry before (entry changed)"}
+	if auditlog.ChainHash(prev, rec.Canonical) != rec.Hash {
+		return &VerifyError{Seq: rec.Entry.Seq, Segment: seg.Name, Offset: rec.Offset, Reason: "chain hash does not follow from the entry before (entry changed)"}
 	}
-	if err := v.VerifySignature(bytes.NewReader(rec.sig), bytes.NewReader(rec.hash[:])); err != nil {
-		return &VerifyError{Seq: rec.entry.Seq, Segment: seg.name, Offset: rec.off, Reason: "signature does not verify with the given public key"}
+	if err := v.VerifySignature(bytes.NewReader(rec.Signature), bytes.NewReader(rec.Hash[:])); err != nil {
+		return &VerifyError{Seq: rec.Entry.Seq, Segment: seg.Name, Offset: rec.Offset, Reason: "signature does not verify with the given public key"}
 	}
 	return nil
 }

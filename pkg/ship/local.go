@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -33,13 +32,9 @@ func listLocal(dir string) ([]localSegment, error) {
 	var segs []localSegment
 	for _, de := range des {
 		n := de.Name()
-		if de.IsDir() || !strings.HasPrefix(n, "segment-") || !strings.HasSuffix(n, ".vlog") {
-			continue
-		}
-		num := strings.TrimSuffix(strings.TrimPrefix(n, "segment-"), ".vlog")
-		first, err := strconv.ParseUint(num, 10, 64)
-		if err != nil || len(num) != 20 || first == 0 {
-			continue // auditlog refuses such a directory; not ours to judge
+		first, ok := auditlog.ParseSegmentName(n)
+		if de.IsDir() || !ok {
+			continue // a malformed name makes auditlog refuse the directory; not ours to judge
 		}
 		info, err := de.Info()
 		if err != nil {

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 )
 
 // Object names are deterministic so that a plain listing of a bucket shows
@@ -79,7 +81,7 @@ func ParseCheckpointObject(name string) (uint64, bool) {
 // LocalSegmentName is the file name auditlog uses for the segment starting
 // at first, so a downloaded archive is a log directory again.
 func LocalSegmentName(first uint64) string {
-	return fmt.Sprintf("segment-%020d.vlog", first)
+	return auditlog.SegmentName(first)
 }
 
 func join(parts ...string) string {

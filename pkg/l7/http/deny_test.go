@@ -3,7 +3,6 @@ package http
 import (
 	"fmt"
 	"io"
-	"net"
 	nethttp "net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -31,34 +30,17 @@ func TestDenyCurl(t *testing.T) {
 		fmt.Fprintln(w, "ok")
 	}))
 	defer srv.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	g, err := l7test.NewGuard(srv.Listener.Addr().String(), func() l7.Parser { return New(l7.DefaultOptions()) }, func(r *l7.Request) string {
+		if strings.HasPrefix(r.Attrs["path"], "/admin") {
+			return "test policy"
+		}
+		return ""
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	var conns atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			s, err := net.Dial("tcp", srv.Listener.Addr().String())
-			if err != nil {
-				c.Close()
-				return
-			}
-			go func() {
-				defer c.Close()
-				defer s.Close()
-				l7test.Tap(c, s, New(l7.DefaultOptions()), func(r *l7.Request) bool {
-					return strings.HasPrefix(r.Attrs["path"], "/admin")
-				})
-			}()
-		}
-	}()
-	base := "http://" + ln.Addr().String()
+	defer g.Close()
+	base := "http://" + g.Addr().String()
 	out, err := exec.Command("curl", "-sS", "-w", "%{http_code}\n",
 		"--data-binary", "small body", base+"/admin", base+"/ok").CombinedOutput()
 	if err != nil {
@@ -71,7 +53,7 @@ func TestDenyCurl(t *testing.T) {
 	if got := seen.Load().(string); got != "POST /ok;" {
 		t.Errorf("server saw %q; want only POST /ok", got)
 	}
-	if n := conns.Load(); n != 1 {
+	if n := g.Conns(); n != 1 {
 		t.Errorf("curl opened %d connections; want 1 (kept alive after the 403)", n)
 	}
 }

@@ -78,16 +78,6 @@ func extend(msgs []l7.Message, k int) []l7.Message {
 	return append(msgs, l7.Message{Len: k})
 }
 
-// extendPart adds k bytes of a request body: to the request's own message
-// or the body piece before it in this call, or as a new Part message.
-func extendPart(msgs []l7.Message, k int) []l7.Message {
-	if i := len(msgs) - 1; i >= 0 && msgs[i].Response == nil && (msgs[i].Request != nil || msgs[i].Part) {
-		msgs[i].Len += k
-		return msgs
-	}
-	return append(msgs, l7.Message{Len: k, Part: true})
-}
-
 func (p *Parser) parseClient(b []byte) ([]l7.Message, error) {
 	var msgs []l7.Message
 	n := 0
@@ -108,7 +98,7 @@ func (p *Parser) parseClient(b []byte) ([]l7.Message, error) {
 			if k == 0 {
 				break
 			}
-			msgs = extendPart(msgs, k)
+			msgs = l7.AppendPart(msgs, k)
 			n += k
 			continue
 		}

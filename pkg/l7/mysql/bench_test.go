@@ -7,15 +7,15 @@ import (
 	"testing"
 
 	"github.com/vigil-ebpf/vigil/pkg/l7"
-	"github.com/vigil-ebpf/vigil/pkg/l7/internal/capture"
+	"github.com/vigil-ebpf/vigil/pkg/l7/internal/l7test"
 )
 
 // benchConversations are typical workloads, 100 commands each after a
 // login: short queries answered with 10 rows, prepared statements executed
 // with parameters, and a result set of 100 rows of 8 KiB.
-func benchConversations() map[string][]capture.Chunk {
+func benchConversations() map[string][]l7test.Step {
 	const caps = testCaps | capDeprecateEOF
-	login := []capture.Chunk{sv(greeting(caps)), cl(handshake(caps&^capSSL, "app", "shop")), sv(okPkt(2))}
+	login := []l7test.Step{sv(greeting(caps)), cl(handshake(caps&^capSSL, "app", "shop")), sv(okPkt(2))}
 	rows := func(n, size int) []byte {
 		b := append(packet(1, []byte{1}), colDef(2)...)
 		row := append([]byte{0xfc}, binary.LittleEndian.AppendUint16(nil, uint16(size))...)
@@ -25,13 +25,13 @@ func benchConversations() map[string][]capture.Chunk {
 		}
 		return append(b, packet(byte(3+n), []byte{0xfe, 0, 0, 2, 0, 0, 0})...)
 	}
-	out := map[string][]capture.Chunk{}
-	conv := append([]capture.Chunk{}, login...)
+	out := map[string][]l7test.Step{}
+	conv := append([]l7test.Step{}, login...)
 	for i := range 100 {
 		conv = append(conv, cl(query(fmt.Sprintf("SELECT id, name, email FROM users WHERE id = %d AND status = 'active'", i))), sv(rows(10, 20)))
 	}
 	out["query"] = conv
-	conv = append([]capture.Chunk{}, login...)
+	conv = append([]l7test.Step{}, login...)
 	conv = append(conv, cl(packet(0, append([]byte{comStmtPrepare}, "UPDATE accounts SET balance = balance + ? WHERE id = ?"...))),
 		sv(packet(1, []byte{0, 9, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0}), colDef(2), colDef(3)))
 	for i := range 100 {
@@ -41,7 +41,7 @@ func benchConversations() map[string][]capture.Chunk {
 		conv = append(conv, cl(packet(0, exec)), sv(packet(1, []byte{0, 1, 0, 2, 0, 0, 0})))
 	}
 	out["prepared"] = conv
-	conv = append([]capture.Chunk{}, login...)
+	conv = append([]l7test.Step{}, login...)
 	conv = append(conv, cl(query("SELECT body FROM documents")), sv(rows(100, 8192)))
 	out["rows"] = conv
 	return out
@@ -51,7 +51,7 @@ func BenchmarkParse(b *testing.B) {
 	convs := benchConversations()
 	for _, name := range []string{"query", "prepared", "rows"} {
 		b.Run(name, func(b *testing.B) {
-			capture.Bench(b, func() l7.Parser { return New(l7.DefaultOptions()) }, convs[name])
+			l7test.Bench(b, func() l7.Parser { return New(l7.DefaultOptions()) }, convs[name], 16<<10)
 		})
 	}
 }

@@ -12,15 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vigil-ebpf/vigil/pkg/l7/internal/capture"
+	"github.com/vigil-ebpf/vigil/pkg/l7/internal/l7test"
 )
 
-// TestRecordCaptures regenerates testdata/*.cap from a real server and
-// real clients. It runs only when VIGIL_L7_CAPTURE=1 (scripts/l7-captures.sh
-// sets it after `scripts/e2e-env.sh start`).
+// TestRecordCaptures regenerates testdata/*.cap and their fuzz seeds from
+// a real server and real clients. It runs only when VIGIL_L7_CAPTURE=1
+// (scripts/l7-captures.sh sets it after `scripts/e2e-env.sh start`).
 func TestRecordCaptures(t *testing.T) {
-	if os.Getenv("VIGIL_L7_CAPTURE") != "1" {
-		t.Skip("set VIGIL_L7_CAPTURE=1 to record captures from the e2e MariaDB")
+	if !l7test.Capturing() {
+		t.Skipf("set %s=1 to record captures from the e2e MariaDB", l7test.CaptureEnv)
 	}
 	port := os.Getenv("VIGIL_E2E_MARIADB_PORT")
 	if port == "" {
@@ -31,47 +31,19 @@ func TestRecordCaptures(t *testing.T) {
 		password = "test"
 	}
 	target := "127.0.0.1:" + port
-
-	rec, err := capture.Listen(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := os.Open("testdata/mariadb-session.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	cmd := exec.Command("mariadb", "--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-P", fmt.Sprint(rec.Addr().Port),
-		"-uroot", "-p"+password, "--force", "test")
-	cmd.Stdin = in
-	cmd.Run() // the session has a failing statement on purpose
-	if err := capture.Write("testdata/mariadb.cap", rec.Close()); err != nil {
-		t.Fatal(err)
-	}
-
-	rec, err = capture.Listen(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := binarySession(rec.Addr().String(), password); err != nil {
-		t.Fatal(err)
-	}
-	if err := capture.Write("testdata/prepared.cap", rec.Close()); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"mariadb", "prepared"} {
-		chunks, err := capture.Read("testdata/" + name + ".cap")
+	l7test.RecordCapture(t, "mariadb", target, func(_ string, port int) error {
+		in, err := os.Open("testdata/mariadb-session.sql")
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		raw, err := os.ReadFile("testdata/" + name + ".cap")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := capture.WriteSeed("testdata/fuzz/FuzzParse/"+name, raw, []byte{byte(len(chunks) % 7)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+		defer in.Close()
+		cmd := exec.Command("mariadb", "--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-P", fmt.Sprint(port),
+			"-uroot", "-p"+password, "--force", "test")
+		cmd.Stdin = in
+		cmd.Run() // the session has a failing statement on purpose
+		return nil
+	})
+	l7test.RecordCapture(t, "prepared", target, func(addr string, _ int) error { return binarySession(addr, password) })
 }
 
 type conn struct {

@@ -16,7 +16,7 @@ func (p *Parser) phase() phase {
 
 // clientPacket handles one complete client packet. switched reports that
 // the handshake turned on TLS or compression: the rest is not parsed.
-func (p *Parser) clientPacket(e *emitter, total int, seq byte, b []byte) (switched bool, err error) {
+func (p *Parser) clientPacket(e *l7.Emitter, total int, seq byte, b []byte) (switched bool, err error) {
 	switch p.phase() {
 	case phGreeting:
 		return false, errorf("client sent %d bytes before the server's greeting", total)
@@ -28,18 +28,18 @@ func (p *Parser) clientPacket(e *emitter, total int, seq byte, b []byte) (switch
 		defer p.mu.Unlock()
 		return p.encrypted || p.compressed, nil
 	case phAuth, phClosed:
-		e.plain(total) // authentication data, or bytes the server will refuse
+		e.Plain(total) // authentication data, or bytes the server will refuse
 		return false, nil
 	}
 	return false, p.command(e, total, seq, b)
 }
 
 // command handles a client packet of the command phase.
-func (p *Parser) command(e *emitter, total int, seq byte, b []byte) error {
+func (p *Parser) command(e *l7.Emitter, total int, seq byte, b []byte) error {
 	if seq != 0 {
 		// LOCAL INFILE data, or authentication data after
 		// COM_CHANGE_USER.
-		e.plain(total)
+		e.Plain(total)
 		return nil
 	}
 	if len(b) == 0 {
@@ -61,25 +61,25 @@ func (p *Parser) command(e *emitter, total int, seq byte, b []byte) error {
 		}
 		st := p.statement(string(body))
 		r := p.newRequest(st.info.Kind(), st.text)
-		sqlAttrs(r, st.info)
+		st.info.AddAttrs(r.Attrs)
 		p.push(&pending{req: r, kind: ansResult, seq: seq})
-		e.request(total, r)
+		e.Request(total, r)
 	case comInitDB:
 		db := sql.Truncate(string(body), 256)
 		r := p.newRequest("USE", "USE "+db)
 		r.Target = db
 		p.push(&pending{req: r, kind: ansSimple, seq: seq, schema: db})
-		e.request(total, r)
+		e.Request(total, r)
 	case comStmtPrepare:
 		p.push(&pending{kind: ansPrepare, seq: seq, stmt: p.statement(string(body))})
-		e.plain(total)
+		e.Plain(total)
 	case comStmtExecute, comStmtBulkExecute:
 		if len(body) < 4 {
 			return errorf("COM_STMT_EXECUTE without statement id")
 		}
 		r := p.execRequest(binary.LittleEndian.Uint32(body))
 		p.push(&pending{req: r, kind: ansResult, seq: seq})
-		e.request(total, r)
+		e.Request(total, r)
 	case comStmtClose:
 		if len(body) < 4 {
 			return errorf("COM_STMT_CLOSE without statement id")
@@ -89,9 +89,9 @@ func (p *Parser) command(e *emitter, total int, seq byte, b []byte) error {
 		p.stmtBytes -= len(p.stmts[id].text)
 		delete(p.stmts, id)
 		p.mu.Unlock()
-		e.plain(total)
+		e.Plain(total)
 	case comStmtSendLongData, comQuit:
-		e.plain(total) // no answer
+		e.Plain(total) // no answer
 	case comChangeUser:
 		user, _, ok := cstr(body)
 		if !ok {
@@ -100,28 +100,28 @@ func (p *Parser) command(e *emitter, total int, seq byte, b []byte) error {
 		r := p.newRequest("CHANGE_USER", "")
 		r.Attrs["user"] = sql.Truncate(user, 256)
 		p.push(&pending{req: r, kind: ansAuth, seq: seq, user: r.Attrs["user"]})
-		e.request(total, r)
+		e.Request(total, r)
 	case comBinlogDump, comBinlogDumpGTID:
 		return errorf("replication stream is not parsed")
 	case comFieldList:
 		p.push(&pending{kind: ansFieldList, seq: seq})
-		e.plain(total)
+		e.Plain(total)
 	case comStatistics:
 		p.push(&pending{kind: ansOne, seq: seq})
-		e.plain(total)
+		e.Plain(total)
 	case comProcessInfo:
 		p.push(&pending{kind: ansResult, seq: seq})
-		e.plain(total)
+		e.Plain(total)
 	case comStmtFetch:
 		p.push(&pending{kind: ansFetch, seq: seq})
-		e.plain(total)
+		e.Plain(total)
 	default:
 		if cmd > 0x1f {
 			return errorf("unknown command 0x%02x", cmd)
 		}
 		// Ping, reset, set option, kill, ...: one OK, EOF or ERR.
 		p.push(&pending{kind: ansSimple, seq: seq})
-		e.plain(total)
+		e.Plain(total)
 	}
 	return nil
 }
@@ -135,7 +135,7 @@ func (p *Parser) execRequest(id uint32) *l7.Request {
 		st = stmt{info: sql.Info{Statements: []sql.Statement{{Kind: "UNKNOWN"}}}}
 	}
 	r := p.newRequest(st.info.Kind(), st.text)
-	sqlAttrs(r, st.info)
+	st.info.AddAttrs(r.Attrs)
 	r.Attrs["statement_id"] = fmt.Sprint(id)
 	return r
 }
@@ -163,7 +163,7 @@ func (p *Parser) clientLarge(seq byte, head []byte, n int64) (*l7.Request, error
 }
 
 // handshake reads the client's handshake response, or its SSL request.
-func (p *Parser) handshake(e *emitter, total int, seq byte, b []byte) error {
+func (p *Parser) handshake(e *l7.Emitter, total int, seq byte, b []byte) error {
 	if len(b) < 32 {
 		return errorf("handshake response of %d bytes", len(b))
 	}
@@ -186,7 +186,7 @@ func (p *Parser) handshake(e *emitter, total int, seq byte, b []byte) error {
 		p.mu.Lock()
 		p.encrypted = true
 		p.mu.Unlock()
-		e.plain(total)
+		e.Plain(total)
 		return nil
 	}
 	rest := b[32:]
@@ -245,7 +245,7 @@ func (p *Parser) handshake(e *emitter, total int, seq byte, b []byte) error {
 		r.Attrs["auth_plugin"] = sql.Truncate(plugin, 64)
 	}
 	p.push(&pending{req: r, kind: ansAuth, seq: seq, login: true})
-	e.request(total, r)
+	e.Request(total, r)
 	return nil
 }
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/vigil-ebpf/vigil/internal/testenv"
 	"github.com/vigil-ebpf/vigil/pkg/l7"
-	"github.com/vigil-ebpf/vigil/pkg/l7/internal/capture"
+	"github.com/vigil-ebpf/vigil/pkg/l7/internal/l7test"
 )
 
 // liveMariaDB returns the e2e MariaDB's address and password, or skips
@@ -37,13 +37,6 @@ func liveMariaDB(t *testing.T) (string, string) {
 	return addr, password
 }
 
-func denyDrop(r *l7.Request) string {
-	if r.Kind == "DROP" || r.Attrs["sql_where"] == "false" {
-		return `rule "no-drop"`
-	}
-	return ""
-}
-
 // TestDenyLive runs the mariadb client through a relay that denies DROP
 // and DELETE/UPDATE without WHERE, and checks that the client reports the
 // denial and its session goes on.
@@ -52,7 +45,7 @@ func TestDenyLive(t *testing.T) {
 	if _, err := exec.LookPath("mariadb"); err != nil {
 		testenv.Need(t, "the mariadb client", err.Error())
 	}
-	g, err := capture.NewGuard(addr, func() l7.Parser { return New(l7.DefaultOptions()) }, denyDrop)
+	g, err := l7test.NewGuard(addr, func() l7.Parser { return New(l7.DefaultOptions()) }, l7test.DenySQLDrop)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +76,7 @@ func TestDenyLive(t *testing.T) {
 // checks the next command is answered as usual.
 func TestDenyLivePrepared(t *testing.T) {
 	addr, password := liveMariaDB(t)
-	g, err := capture.NewGuard(addr, func() l7.Parser { return New(l7.DefaultOptions()) }, denyDrop)
+	g, err := l7test.NewGuard(addr, func() l7.Parser { return New(l7.DefaultOptions()) }, l7test.DenySQLDrop)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -194,30 +194,30 @@ func (p *Parser) Parse(d l7.Dir, b []byte) ([]l7.Message, error) {
 	if comp {
 		return nil, errorf("compressed protocol is not parsed")
 	}
-	var e emitter
+	var e l7.Emitter
 	st := &p.c
 	if d == l7.FromServer {
 		st = &p.s
 	}
-	for e.off < len(b) {
+	for e.Off() < len(b) {
 		if d == l7.FromClient && p.outstanding() >= maxPending {
 			return nil, fmt.Errorf("mysql: %d commands without an answer: %w", maxPending, l7.ErrTooLarge)
 		}
 		if st.skip > 0 {
-			n := int(min(st.skip, int64(len(b)-e.off)))
+			n := int(min(st.skip, int64(len(b)-e.Off())))
 			st.skip -= int64(n)
 			if d == l7.FromServer {
 				p.account(int64(n))
 			}
 			if st.skip == 0 && !st.more && st.req != nil {
-				e.request(n, st.req)
+				e.Request(n, st.req)
 				st.req = nil
 			} else {
-				e.plain(n)
+				e.Plain(n)
 			}
 			continue
 		}
-		rest := b[e.off:]
+		rest := b[e.Off():]
 		if len(rest) < 4 {
 			break
 		}
@@ -228,10 +228,10 @@ func (p *Parser) Parse(d l7.Dir, b []byte) ([]l7.Message, error) {
 			st.more = n == maxPayload
 			st.skip = n
 			if n == 0 && st.req != nil {
-				e.request(4, st.req)
+				e.Request(4, st.req)
 				st.req = nil
 			} else {
-				e.plain(4)
+				e.Plain(4)
 			}
 			continue
 		}
@@ -254,7 +254,7 @@ func (p *Parser) Parse(d l7.Dir, b []byte) ([]l7.Message, error) {
 				p.account(4)
 			}
 			st.more, st.skip, st.req = n == maxPayload, n, req
-			e.plain(4)
+			e.Plain(4)
 			continue
 		}
 		if int64(len(rest)) < total {
@@ -273,44 +273,11 @@ func (p *Parser) Parse(d l7.Dir, b []byte) ([]l7.Message, error) {
 		}
 		if switched {
 			// The rest is TLS (or compressed): pass it through.
-			e.plain(len(b) - e.off)
+			e.Plain(len(b) - e.Off())
 			break
 		}
 	}
-	return e.msgs, nil
-}
-
-// emitter collects messages, merging runs of bytes that carry nothing.
-type emitter struct {
-	msgs []l7.Message
-	off  int
-}
-
-func (e *emitter) plain(n int) {
-	if n <= 0 {
-		return
-	}
-	e.off += n
-	if k := len(e.msgs); k > 0 && e.msgs[k-1].Request == nil && e.msgs[k-1].Response == nil {
-		e.msgs[k-1].Len += n
-		return
-	}
-	e.msgs = append(e.msgs, l7.Message{Len: n})
-}
-
-func (e *emitter) request(n int, r *l7.Request) {
-	e.off += n
-	e.msgs = append(e.msgs, l7.Message{Len: n, Request: r})
-}
-
-func (e *emitter) response(n int, r *l7.Response) {
-	e.off += n
-	if k := len(e.msgs); k > 0 && e.msgs[k-1].Request == nil && e.msgs[k-1].Response == nil {
-		e.msgs[k-1].Len += n
-		e.msgs[k-1].Response = r
-		return
-	}
-	e.msgs = append(e.msgs, l7.Message{Len: n, Response: r})
+	return e.Messages(), nil
 }
 
 // Deny implements l7.Parser: an ERR packet (errno 1142, SQLSTATE 42000)
@@ -370,15 +337,6 @@ func (p *Parser) statement(text string) stmt {
 		text = sql.Redact(text, sql.MySQL)
 	}
 	return stmt{text: sql.Truncate(text, l7.MaxText), info: info}
-}
-
-func sqlAttrs(r *l7.Request, in sql.Info) {
-	if len(in.Statements) > 1 {
-		r.Attrs["sql_kinds"] = in.Kinds()
-	}
-	if in.NoWhere() {
-		r.Attrs["sql_where"] = "false"
-	}
 }
 
 // outstanding counts the commands waiting for the server.

@@ -3,18 +3,16 @@ package mysql
 import (
 	"flag"
 	"fmt"
-	"os"
-	"strings"
 	"testing"
 
 	"github.com/vigil-ebpf/vigil/pkg/l7"
-	"github.com/vigil-ebpf/vigil/pkg/l7/internal/capture"
+	"github.com/vigil-ebpf/vigil/pkg/l7/internal/l7test"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.want from the parser's output")
 
 // summary renders requests and responses in one line each.
-func summary(res capture.Result) []string {
+func summary(res l7test.Result) []string {
 	var out []string
 	for _, r := range res.Requests {
 		s := r.Kind
@@ -54,43 +52,5 @@ func summary(res capture.Result) []string {
 // (recorded by TestRecordCaptures) whole, byte by byte and in odd pieces,
 // and compares the requests and responses found with testdata/*.want.
 func TestCaptures(t *testing.T) {
-	for _, name := range []string{"mariadb", "prepared"} {
-		t.Run(name, func(t *testing.T) {
-			chunks, err := capture.Read("testdata/" + name + ".cap")
-			if err != nil {
-				t.Fatal(err)
-			}
-			var first []string
-			for _, step := range []int{0, 1, 3, 1000} {
-				res, err := capture.Replay(New(l7.DefaultOptions()), chunks, step)
-				if err != nil {
-					t.Fatalf("step %d: %v", step, err)
-				}
-				got := summary(res)
-				if first == nil {
-					first = got
-					golden(t, "testdata/"+name+".want", strings.Join(got, "\n")+"\n")
-				} else if strings.Join(got, "\n") != strings.Join(first, "\n") {
-					t.Errorf("step %d: got\n%s\nwant\n%s", step, strings.Join(got, "\n"), strings.Join(first, "\n"))
-				}
-			}
-		})
-	}
-}
-
-func golden(t *testing.T, path, got string) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("got\n%s\nwant (%s)\n%s", got, path, want)
-	}
+	l7test.ReplayCaptures(t, []string{"mariadb", "prepared"}, func() l7.Parser { return New(l7.DefaultOptions()) }, summary, *update)
 }

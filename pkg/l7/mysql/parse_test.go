@@ -8,14 +8,14 @@ import (
 	"testing"
 
 	"github.com/vigil-ebpf/vigil/pkg/l7"
-	"github.com/vigil-ebpf/vigil/pkg/l7/internal/capture"
+	"github.com/vigil-ebpf/vigil/pkg/l7/internal/l7test"
 )
 
-func cl(b ...[]byte) capture.Chunk {
-	return capture.Chunk{Dir: l7.FromClient, Data: bytes.Join(b, nil)}
+func cl(b ...[]byte) l7test.Step {
+	return l7test.Step{Dir: l7.FromClient, Data: bytes.Join(b, nil)}
 }
-func sv(b ...[]byte) capture.Chunk {
-	return capture.Chunk{Dir: l7.FromServer, Data: bytes.Join(b, nil)}
+func sv(b ...[]byte) l7test.Step {
+	return l7test.Step{Dir: l7.FromServer, Data: bytes.Join(b, nil)}
 }
 
 const testCaps = capProtocol41 | capSecureConnection | capPluginAuth | capConnectWithDB | capMySQL | capSSL | 1<<16 | 1<<17
@@ -50,7 +50,7 @@ func handshake(caps uint32, user, db string) []byte {
 
 var (
 	okPkt     = func(seq byte) []byte { return packet(seq, []byte{0, 0, 0, 2, 0, 0, 0}) }
-	login     = []capture.Chunk{sv(greeting(testCaps)), cl(handshake(testCaps&^capSSL, "bob", "shop")), sv(okPkt(2))}
+	login     = []l7test.Step{sv(greeting(testCaps)), cl(handshake(testCaps&^capSSL, "bob", "shop")), sv(okPkt(2))}
 	loginWant = "STARTUP user=bob database=shop server_version=8.0.36 target=shop"
 )
 
@@ -66,8 +66,8 @@ func colDef(seq byte) []byte {
 
 func errPkt(seq byte, errno uint16, msg string) []byte { return ErrPacket(seq, errno, "42S02", msg) }
 
-func with(chunks ...capture.Chunk) []capture.Chunk {
-	return append(append([]capture.Chunk{}, login...), chunks...)
+func with(chunks ...l7test.Step) []l7test.Step {
+	return append(append([]l7test.Step{}, login...), chunks...)
 }
 
 // TestConversations feeds each conversation whole, byte by byte, and split
@@ -76,23 +76,23 @@ func with(chunks ...capture.Chunk) []capture.Chunk {
 func TestConversations(t *testing.T) {
 	tests := []struct {
 		name      string
-		chunks    []capture.Chunk
+		chunks    []l7test.Step
 		want      string
 		encrypted bool
 	}{
 		{
 			name:      "ssl request",
-			chunks:    []capture.Chunk{sv(greeting(testCaps)), cl(packet(1, handshake(testCaps, "", "")[4:36])), cl([]byte{0x16, 3, 1, 0, 1, 0}), sv([]byte{0x16, 3, 3})},
+			chunks:    []l7test.Step{sv(greeting(testCaps)), cl(packet(1, handshake(testCaps, "", "")[4:36])), cl([]byte{0x16, 3, 1, 0, 1, 0}), sv([]byte{0x16, 3, 3})},
 			encrypted: true,
 		},
 		{
 			name:   "login refused",
-			chunks: []capture.Chunk{sv(greeting(testCaps)), cl(handshake(testCaps&^capSSL, "bob", "")), sv(errPkt(2, 1045, "Access denied"))},
+			chunks: []l7test.Step{sv(greeting(testCaps)), cl(handshake(testCaps&^capSSL, "bob", "")), sv(errPkt(2, 1045, "Access denied"))},
 			want:   "STARTUP user=bob server_version=8.0.36\n-> error Access denied errno=1045 sqlstate=42S02",
 		},
 		{
 			name:   "too many connections",
-			chunks: []capture.Chunk{sv(errPkt(0, 1040, "Too many connections"))},
+			chunks: []l7test.Step{sv(errPkt(0, 1040, "Too many connections"))},
 		},
 		{
 			name: "result set with EOF and a second result",
@@ -116,14 +116,14 @@ func TestConversations(t *testing.T) {
 		},
 		{
 			name: "query attributes",
-			chunks: []capture.Chunk{sv(greeting(testCaps | capQueryAttributes)), cl(handshake((testCaps|capQueryAttributes)&^capSSL, "bob", "shop")), sv(okPkt(2)),
+			chunks: []l7test.Step{sv(greeting(testCaps | capQueryAttributes)), cl(handshake((testCaps|capQueryAttributes)&^capSSL, "bob", "shop")), sv(okPkt(2)),
 				cl(packet(0, append([]byte{comQuery, 0, 1}, "select 1"...))), sv(okPkt(1)),
 				cl(packet(0, append([]byte{comQuery, 2, 1, 0, 1, 8, 0, 2, 'i', 'd', 0xfd, 0, 1, 'n', 7, 0, 0, 0, 0, 0, 0, 0, 1, 'v'}, "DROP TABLE t"...))), sv(okPkt(1))},
 			want: loginWant + "\nSELECT select ? target=shop\nDROP DROP TABLE t target=shop\n-> ok\n-> ok affected_rows=0\n-> ok affected_rows=0",
 		},
 		{
 			name: "result set without metadata",
-			chunks: []capture.Chunk{sv(greeting(testCaps | capOptionalMetadata | capDeprecateEOF)), cl(handshake((testCaps|capOptionalMetadata|capDeprecateEOF)&^capSSL, "bob", "shop")), sv(okPkt(2)),
+			chunks: []l7test.Step{sv(greeting(testCaps | capOptionalMetadata | capDeprecateEOF)), cl(handshake((testCaps|capOptionalMetadata|capDeprecateEOF)&^capSSL, "bob", "shop")), sv(okPkt(2)),
 				cl(query("select a from t")), sv(packet(1, []byte{1, 0}), packet(2, []byte{1, 'x'}), packet(3, []byte{1, 'y'}), packet(4, []byte{0xfe, 0, 0, 2, 0, 0, 0}))},
 			want: loginWant + "\nSELECT select a from t target=shop\n-> ok\n-> ok rows=2",
 		},
@@ -147,35 +147,20 @@ func TestConversations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			check := func(how string, chunks []capture.Chunk, step int) {
-				t.Helper()
+			for _, dv := range l7test.Deliveries(tt.chunks) {
 				p := New(l7.DefaultOptions())
-				res, err := capture.Replay(p, chunks, step)
+				res, err := l7test.Run(p, dv.Steps, dv.Split)
 				if err != nil {
-					t.Fatalf("%s: %v", how, err)
+					t.Fatalf("%s: %v", dv.Name, err)
 				}
 				if got := strings.Join(summary(res), "\n"); got != tt.want {
-					t.Fatalf("%s: got\n%s\nwant\n%s", how, got, tt.want)
+					t.Fatalf("%s: got\n%s\nwant\n%s", dv.Name, got, tt.want)
 				}
 				if p.Encrypted() != tt.encrypted {
-					t.Fatalf("%s: Encrypted() = %v; want %v", how, p.Encrypted(), tt.encrypted)
+					t.Fatalf("%s: Encrypted() = %v; want %v", dv.Name, p.Encrypted(), tt.encrypted)
 				}
-				total := 0
-				for _, c := range chunks {
-					total += len(c.Data)
-				}
-				if res.Bytes[0]+res.Bytes[1] != total {
-					t.Fatalf("%s: messages cover %d bytes of %d", how, res.Bytes[0]+res.Bytes[1], total)
-				}
-			}
-			check("whole", tt.chunks, 0)
-			check("byte by byte", tt.chunks, 1)
-			for i, c := range tt.chunks {
-				for k := 1; k < len(c.Data); k++ {
-					split := append([]capture.Chunk{}, tt.chunks[:i]...)
-					split = append(split, capture.Chunk{Dir: c.Dir, Data: c.Data[:k]}, capture.Chunk{Dir: c.Dir, Data: c.Data[k:]})
-					split = append(split, tt.chunks[i+1:]...)
-					check("split", split, 0)
+				if res.Left != [2]int{} {
+					t.Fatalf("%s: %v bytes left uncovered by messages", dv.Name, res.Left)
 				}
 			}
 		})
@@ -210,7 +195,7 @@ func TestMultiPacket(t *testing.T) {
 	want := loginWant + "\nSELECT select big from t target=shop\nINSERT INSERT INTO t VALUES (?) statement_id=9 target=shop\n-> ok\n-> ok rows=1\n-> ok affected_rows=0"
 	for _, step := range []int{1 << 20, l7.MaxBuffer - 3} {
 		p := New(l7.DefaultOptions())
-		res, err := capture.Replay(p, chunks, step)
+		res, err := l7test.Run(p, chunks, l7test.Chunks(step))
 		if err != nil {
 			t.Fatalf("step %d: %v", step, err)
 		}
@@ -220,7 +205,7 @@ func TestMultiPacket(t *testing.T) {
 	}
 	// A streamed command cannot be dropped whole: Deny says so.
 	p := New(l7.DefaultOptions())
-	res, err := capture.Replay(p, with(cl(multi(0, exec))), 1<<20)
+	res, err := l7test.Run(p, with(cl(multi(0, exec))), l7test.Chunks(1<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,23 +217,23 @@ func TestMultiPacket(t *testing.T) {
 func TestErrors(t *testing.T) {
 	tests := []struct {
 		name   string
-		chunks []capture.Chunk
+		chunks []l7test.Step
 		want   error
 	}{
-		{"client first", []capture.Chunk{cl(query("select 1"))}, l7.ErrProtocol},
-		{"http", []capture.Chunk{sv([]byte("HTTP/1.1 200 OK\r\n\r\n"))}, l7.ErrProtocol},
-		{"bad greeting", []capture.Chunk{sv(packet(0, []byte{9, 'x'}))}, l7.ErrProtocol},
-		{"short handshake", []capture.Chunk{sv(greeting(testCaps)), cl(packet(1, []byte{1, 2, 3}))}, l7.ErrProtocol},
+		{"client first", []l7test.Step{cl(query("select 1"))}, l7.ErrProtocol},
+		{"http", []l7test.Step{sv([]byte("HTTP/1.1 200 OK\r\n\r\n"))}, l7.ErrProtocol},
+		{"bad greeting", []l7test.Step{sv(packet(0, []byte{9, 'x'}))}, l7.ErrProtocol},
+		{"short handshake", []l7test.Step{sv(greeting(testCaps)), cl(packet(1, []byte{1, 2, 3}))}, l7.ErrProtocol},
 		{"query too large", with(cl(query(strings.Repeat("x", l7.MaxBuffer)))), l7.ErrTooLarge},
 		{"unknown command", with(cl(packet(0, []byte{0x77}))), l7.ErrProtocol},
 		{"empty command", with(cl(packet(0, nil))), l7.ErrProtocol},
 		{"bad column count", with(cl(query("select 1")), sv(packet(1, []byte{0xfe}))), l7.ErrProtocol},
-		{"compressed", []capture.Chunk{sv(greeting(testCaps | capCompress)), cl(handshake(testCaps|capCompress, "a", "")), sv(okPkt(2))}, l7.ErrProtocol},
+		{"compressed", []l7test.Step{sv(greeting(testCaps | capCompress)), cl(handshake(testCaps|capCompress, "a", "")), sv(okPkt(2))}, l7.ErrProtocol},
 		{"binlog", with(cl(packet(0, []byte{comBinlogDump, 0, 0, 0, 0}))), l7.ErrProtocol},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := capture.Replay(New(l7.DefaultOptions()), tt.chunks, 0)
+			_, err := l7test.Run(New(l7.DefaultOptions()), tt.chunks, l7test.Whole)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("Replay = %v; want %v", err, tt.want)
 			}
@@ -260,7 +245,7 @@ func TestErrors(t *testing.T) {
 // that the connection goes on.
 func TestDeny(t *testing.T) {
 	p := New(l7.DefaultOptions())
-	res, err := capture.Replay(p, with(cl(query("DROP TABLE t"))), 0)
+	res, err := l7test.Run(p, with(cl(query("DROP TABLE t"))), l7test.Whole)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,13 +254,13 @@ func TestDeny(t *testing.T) {
 	if got := p.Deny(req, `rule "no-drop"`); !bytes.Equal(got, want) {
 		t.Fatalf("Deny = %q; want %q", got, want)
 	}
-	res, err = capture.Replay(p, []capture.Chunk{cl(query("select 1")), sv(okPkt(1))}, 0)
+	res, err = l7test.Run(p, []l7test.Step{cl(query("select 1")), sv(okPkt(1))}, l7test.Whole)
 	if err != nil || len(res.Responses) != 1 || res.Responses[0].Status != "ok" {
 		t.Fatalf("after Deny: %v %v", summary(res), err)
 	}
 
 	p = New(l7.DefaultOptions())
-	res, err = capture.Replay(p, login[:2], 0)
+	res, err = l7test.Run(p, login[:2], l7test.Whole)
 	if err != nil {
 		t.Fatal(err)
 	}

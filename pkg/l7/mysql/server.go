@@ -10,7 +10,7 @@ import (
 )
 
 // serverPacket handles one complete server packet.
-func (p *Parser) serverPacket(e *emitter, total int, seq byte, b []byte) error {
+func (p *Parser) serverPacket(e *l7.Emitter, total int, seq byte, b []byte) error {
 	if len(b) == 0 {
 		return errorf("empty server packet")
 	}
@@ -22,10 +22,10 @@ func (p *Parser) serverPacket(e *emitter, total int, seq byte, b []byte) error {
 			return errorf("server packet 0x%02x before the handshake response", b[0])
 		}
 		p.setPhase(phClosed)
-		e.plain(total)
+		e.Plain(total)
 		return nil
 	case phClosed:
-		e.plain(total)
+		e.Plain(total)
 		return nil
 	}
 	return p.answer(e, total, b)
@@ -38,12 +38,12 @@ func (p *Parser) setPhase(ph phase) {
 }
 
 // greeting reads the server's initial handshake packet.
-func (p *Parser) greeting(e *emitter, total int, b []byte) error {
+func (p *Parser) greeting(e *l7.Emitter, total int, b []byte) error {
 	if b[0] == 0xff {
 		// Refused before the handshake (too many connections, host
 		// blocked).
 		p.setPhase(phClosed)
-		e.plain(total)
+		e.Plain(total)
 		return nil
 	}
 	if b[0] != 10 {
@@ -69,7 +69,7 @@ func (p *Parser) greeting(e *emitter, total int, b []byte) error {
 	p.serverCaps = caps
 	p.ph = phHandshake
 	p.mu.Unlock()
-	e.plain(total)
+	e.Plain(total)
 	return nil
 }
 
@@ -92,7 +92,7 @@ func (p *Parser) head() (*pending, uint64) {
 }
 
 // answer advances through the answer to the oldest outstanding command.
-func (p *Parser) answer(e *emitter, total int, b []byte) error {
+func (p *Parser) answer(e *l7.Emitter, total int, b []byte) error {
 	p.mu.Lock()
 	var h *pending
 	if len(p.pending) > 0 {
@@ -102,14 +102,14 @@ func (p *Parser) answer(e *emitter, total int, b []byte) error {
 	caps := p.caps
 	p.mu.Unlock()
 	if h == nil {
-		e.plain(total) // unsolicited: an error before the server closes
+		e.Plain(total) // unsolicited: an error before the server closes
 		return nil
 	}
 	deprecate := caps&capDeprecateEOF != 0
 	isEnd := b[0] == 0xfe && (len(b) < 9 || deprecate && len(b) < maxPayload)
 	if b[0] == 0xff {
 		if len(b) >= 3 && binary.LittleEndian.Uint16(b[1:]) == 0xffff {
-			e.plain(total) // MariaDB progress report
+			e.Plain(total) // MariaDB progress report
 			return nil
 		}
 		// No row, definition or auth packet starts with 0xff.
@@ -132,7 +132,7 @@ func (p *Parser) answer(e *emitter, total int, b []byte) error {
 			p.complete(e, total)
 			return nil
 		}
-		e.plain(total) // auth switch or more data
+		e.Plain(total) // auth switch or more data
 		return nil
 	case ansOne, ansSimple:
 		if b[0] == 0x00 {
@@ -162,13 +162,13 @@ func (p *Parser) answer(e *emitter, total int, b []byte) error {
 	case ansResult:
 		return p.result(e, total, h, b, caps, isEnd)
 	}
-	e.plain(total)
+	e.Plain(total)
 	return nil
 }
 
 // result follows a text or binary result: OK, LOCAL INFILE, or result
 // sets (more of them while the status says more results exist).
-func (p *Parser) result(e *emitter, total int, h *pending, b []byte, caps uint64, isEnd bool) error {
+func (p *Parser) result(e *l7.Emitter, total int, h *pending, b []byte, caps uint64, isEnd bool) error {
 	r := &p.r
 	deprecate := caps&capDeprecateEOF != 0
 	switch r.state {
@@ -227,15 +227,15 @@ func (p *Parser) result(e *emitter, total int, h *pending, b []byte, caps uint64
 		}
 		h.rows++
 	}
-	e.plain(total)
+	e.Plain(total)
 	return nil
 }
 
 // endResult ends one result; the answer goes on when more results exist.
-func (p *Parser) endResult(e *emitter, total int, status uint16) error {
+func (p *Parser) endResult(e *l7.Emitter, total int, status uint16) error {
 	if status&statusMoreResults != 0 {
 		p.r = answer{}
-		e.plain(total)
+		e.Plain(total)
 		return nil
 	}
 	p.complete(e, total)
@@ -243,7 +243,7 @@ func (p *Parser) endResult(e *emitter, total int, status uint16) error {
 }
 
 // prepare follows the answer to COM_STMT_PREPARE.
-func (p *Parser) prepare(e *emitter, total int, h *pending, b []byte, deprecate bool) error {
+func (p *Parser) prepare(e *l7.Emitter, total int, h *pending, b []byte, deprecate bool) error {
 	r := &p.r
 	switch r.state {
 	case stFirst:
@@ -285,7 +285,7 @@ func (p *Parser) prepare(e *emitter, total int, h *pending, b []byte, deprecate 
 		p.complete(e, total)
 		return nil
 	}
-	e.plain(total)
+	e.Plain(total)
 	return nil
 }
 
@@ -345,7 +345,7 @@ func (p *Parser) errPacket(h *pending, b []byte) {
 }
 
 // complete ends the oldest outstanding command on this packet.
-func (p *Parser) complete(e *emitter, total int) {
+func (p *Parser) complete(e *l7.Emitter, total int) {
 	p.mu.Lock()
 	var h *pending
 	if len(p.pending) > 0 {
@@ -358,7 +358,7 @@ func (p *Parser) complete(e *emitter, total int) {
 	p.mu.Unlock()
 	p.r = answer{}
 	if h == nil || h.req == nil {
-		e.plain(total)
+		e.Plain(total)
 		return
 	}
 	resp := &l7.Response{Status: "ok", Bytes: h.bytes, Time: p.now(), Attrs: map[string]string{}}
@@ -376,7 +376,7 @@ func (p *Parser) complete(e *emitter, total int) {
 	if len(resp.Attrs) == 0 {
 		resp.Attrs = nil
 	}
-	e.response(total, resp)
+	e.Response(total, resp)
 }
 
 // okStatus reads the affected rows and status flags of an OK packet.

@@ -6,13 +6,13 @@ import (
 	"testing"
 
 	"github.com/vigil-ebpf/vigil/pkg/l7"
-	"github.com/vigil-ebpf/vigil/pkg/l7/internal/capture"
+	"github.com/vigil-ebpf/vigil/pkg/l7/internal/l7test"
 )
 
 // benchConversations are typical workloads, 100 statements each after a
 // login: short queries with a few rows, extended-protocol batches as
 // drivers send them, and COPY of 8 KiB data messages.
-func benchConversations() map[string][]capture.Chunk {
+func benchConversations() map[string][]l7test.Step {
 	rows := func(n int) []byte {
 		var b []byte
 		b = append(b, msg('T', []byte{0, 1}, cs("name"), make([]byte, 18))...)
@@ -21,13 +21,13 @@ func benchConversations() map[string][]capture.Chunk {
 		}
 		return append(b, append(cc(fmt.Sprintf("SELECT %d", n)), rfqIdle...)...)
 	}
-	out := map[string][]capture.Chunk{}
-	conv := []capture.Chunk{cl(startup), sv(authOK, rfqIdle)}
+	out := map[string][]l7test.Step{}
+	conv := []l7test.Step{cl(startup), sv(authOK, rfqIdle)}
 	for i := range 100 {
 		conv = append(conv, cl(msg('Q', cs(fmt.Sprintf("SELECT id, name, email FROM users WHERE id = %d AND status = 'active'", i)))), sv(rows(10)))
 	}
 	out["query"] = conv
-	conv = []capture.Chunk{cl(startup), sv(authOK, rfqIdle)}
+	conv = []l7test.Step{cl(startup), sv(authOK, rfqIdle)}
 	for i := range 100 {
 		conv = append(conv, cl(msg('P', cs(""), cs("UPDATE accounts SET balance = balance + $1 WHERE id = $2"), []byte{0, 0}),
 			msg('B', cs(""), cs(""), []byte{0, 0, 0, 2}, be32(3), []byte("100"), be32(4), []byte(fmt.Sprintf("%04d", i)), []byte{0, 0}),
@@ -36,7 +36,7 @@ func benchConversations() map[string][]capture.Chunk {
 	}
 	out["extended"] = conv
 	data := bytes.Repeat([]byte("42\tsome text\t2026-01-01\n"), 8192/24)
-	conv = []capture.Chunk{cl(startup), sv(authOK, rfqIdle), cl(msg('Q', cs("COPY t FROM STDIN"))), sv(msg('G', []byte{0, 0, 0}))}
+	conv = []l7test.Step{cl(startup), sv(authOK, rfqIdle), cl(msg('Q', cs("COPY t FROM STDIN"))), sv(msg('G', []byte{0, 0, 0}))}
 	for range 100 {
 		conv = append(conv, cl(msg('d', data)))
 	}
@@ -49,7 +49,7 @@ func BenchmarkParse(b *testing.B) {
 	convs := benchConversations()
 	for _, name := range []string{"query", "extended", "copy"} {
 		b.Run(name, func(b *testing.B) {
-			capture.Bench(b, func() l7.Parser { return New(l7.DefaultOptions()) }, convs[name])
+			l7test.Bench(b, func() l7.Parser { return New(l7.DefaultOptions()) }, convs[name], 16<<10)
 		})
 	}
 }

@@ -11,59 +11,31 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vigil-ebpf/vigil/pkg/l7/internal/capture"
+	"github.com/vigil-ebpf/vigil/pkg/l7/internal/l7test"
 )
 
-// TestRecordCaptures regenerates testdata/*.cap from a real server and
-// real clients. It runs only when VIGIL_L7_CAPTURE=1 (scripts/l7-captures.sh
-// sets it after `scripts/e2e-env.sh start`).
+// TestRecordCaptures regenerates testdata/*.cap and their fuzz seeds from
+// a real server and real clients. It runs only when VIGIL_L7_CAPTURE=1
+// (scripts/l7-captures.sh sets it after `scripts/e2e-env.sh start`).
 func TestRecordCaptures(t *testing.T) {
-	if os.Getenv("VIGIL_L7_CAPTURE") != "1" {
-		t.Skip("set VIGIL_L7_CAPTURE=1 to record captures from the e2e PostgreSQL")
+	if !l7test.Capturing() {
+		t.Skipf("set %s=1 to record captures from the e2e PostgreSQL", l7test.CaptureEnv)
 	}
 	port := os.Getenv("VIGIL_E2E_PG_PORT")
 	if port == "" {
 		port = "54329"
 	}
 	target := "127.0.0.1:" + port
-
-	rec, err := capture.Listen(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("psql", "-h", "127.0.0.1", "-p", fmt.Sprint(rec.Addr().Port), "-U", "postgres",
-		"-d", "postgres", "-X", "-q", "-f", "testdata/psql-session.sql")
-	cmd.Env = append(os.Environ(), "PGAPPNAME=vigil-capture", "PGSSLMODE=prefer")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("psql: %v\n%s", err, out)
-	}
-	if err := capture.Write("testdata/psql.cap", rec.Close()); err != nil {
-		t.Fatal(err)
-	}
-
-	rec, err = capture.Listen(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := extendedSession(rec.Addr().String()); err != nil {
-		t.Fatal(err)
-	}
-	if err := capture.Write("testdata/extended.cap", rec.Close()); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"psql", "extended"} {
-		chunks, err := capture.Read("testdata/" + name + ".cap")
-		if err != nil {
-			t.Fatal(err)
+	l7test.RecordCapture(t, "psql", target, func(_ string, port int) error {
+		cmd := exec.Command("psql", "-h", "127.0.0.1", "-p", fmt.Sprint(port), "-U", "postgres",
+			"-d", "postgres", "-X", "-q", "-f", "testdata/psql-session.sql")
+		cmd.Env = append(os.Environ(), "PGAPPNAME=vigil-capture", "PGSSLMODE=prefer")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("psql: %v\n%s", err, out)
 		}
-		raw, err := os.ReadFile("testdata/" + name + ".cap")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := capture.WriteSeed("testdata/fuzz/FuzzParse/"+name, raw, []byte{byte(len(chunks) % 7)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+		return nil
+	})
+	l7test.RecordCapture(t, "extended", target, func(addr string, _ int) error { return extendedSession(addr) })
 }
 
 // extendedSession speaks the extended query protocol the way drivers do

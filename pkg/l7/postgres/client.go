@@ -13,19 +13,19 @@ import (
 // frontendTypes are the message types a client may send after startup.
 const frontendTypes = "BCcdDEfFHPpQSX"
 
-func (p *Parser) parseClient(e *emitter, b []byte) error {
+func (p *Parser) parseClient(e *l7.Emitter, b []byte) error {
 	c := &p.c
 	if c.skip > 0 {
 		n := int(min(c.skip, int64(len(b))))
 		c.skip -= int64(n)
 		if c.skip == 0 && c.req != nil {
-			e.request(n, c.req)
+			e.Request(n, c.req)
 			c.req = nil
 		} else {
-			e.plain(n)
+			e.Plain(n)
 		}
 	}
-	for e.off < len(b) {
+	for e.Off() < len(b) {
 		if p.outstanding() >= maxPending {
 			return fmt.Errorf("postgres: %d requests without an answer: %w", maxPending, l7.ErrTooLarge)
 		}
@@ -33,7 +33,7 @@ func (p *Parser) parseClient(e *emitter, b []byte) error {
 			return errorf("bytes after a CancelRequest")
 		}
 		if !c.started {
-			ok, err := p.startup(e, b[e.off:])
+			ok, err := p.startup(e, b[e.Off():])
 			if err != nil || !ok {
 				return err
 			}
@@ -49,14 +49,14 @@ func (p *Parser) parseClient(e *emitter, b []byte) error {
 
 // startup reads the untyped first message. ok is false when it is not
 // complete yet.
-func (p *Parser) startup(e *emitter, b []byte) (bool, error) {
+func (p *Parser) startup(e *l7.Emitter, b []byte) (bool, error) {
 	if len(b) >= 2 && b[0] == 0x16 && b[1] == 0x03 {
 		// A TLS ClientHello without SSLRequest (PostgreSQL 17 direct
 		// SSL): the session is encrypted from the first byte.
 		p.mu.Lock()
 		p.encrypted = true
 		p.mu.Unlock()
-		e.plain(len(b))
+		e.Plain(len(b))
 		return true, nil
 	}
 	if len(b) < 8 {
@@ -82,7 +82,7 @@ func (p *Parser) startup(e *emitter, b []byte) (bool, error) {
 			p.sslAsked = 'G'
 		}
 		p.mu.Unlock()
-		e.plain(n)
+		e.Plain(n)
 	case codeCancel:
 		if n != 16 {
 			return false, errorf("cancel request of length %d", n)
@@ -90,7 +90,7 @@ func (p *Parser) startup(e *emitter, b []byte) (bool, error) {
 		r := p.newRequest("CANCEL", "")
 		r.Attrs["backend_pid"] = fmt.Sprint(binary.BigEndian.Uint32(msg))
 		p.c.canceled = true
-		e.request(n, r)
+		e.Request(n, r)
 	default:
 		if code>>16 != 3 {
 			return false, errorf("unsupported protocol version %d.%d", code>>16, code&0xffff)
@@ -129,19 +129,19 @@ func (p *Parser) startup(e *emitter, b []byte) (bool, error) {
 			r.Attrs["protocol_version"] = fmt.Sprintf("3.%d", code&0xffff)
 		}
 		p.push(&pending{req: r, startup: true})
-		e.request(n, r)
+		e.Request(n, r)
 	}
 	return true, nil
 }
 
-// clientMessage takes one typed message from b at e.off (or, inside an
+// clientMessage takes one typed message from b at e.Off() (or, inside an
 // extended batch, at the batch's scan position). ok is false when more
 // bytes are needed.
-func (p *Parser) clientMessage(e *emitter, b []byte) (bool, error) {
+func (p *Parser) clientMessage(e *l7.Emitter, b []byte) (bool, error) {
 	c := &p.c
-	at := e.off
+	at := e.Off()
 	if c.batch {
-		at = e.off + c.scanned
+		at = e.Off() + c.scanned
 	}
 	rest := b[at:]
 	if len(rest) < 5 {
@@ -205,9 +205,9 @@ func (p *Parser) clientMessage(e *emitter, b []byte) (bool, error) {
 		}
 		st := p.statement(text)
 		r := p.newRequest(st.info.Kind(), st.text)
-		sqlAttrs(r, st.info)
+		st.info.AddAttrs(r.Attrs)
 		p.push(&pending{req: r})
-		e.request(int(total), r)
+		e.Request(int(total), r)
 		return true, nil
 	case 'F':
 		if total < 9 {
@@ -220,7 +220,7 @@ func (p *Parser) clientMessage(e *emitter, b []byte) (bool, error) {
 		r.Attrs["function_oid"] = fmt.Sprint(binary.BigEndian.Uint32(rest[5:]))
 		if complete {
 			p.push(&pending{req: r})
-			e.request(int(total), r)
+			e.Request(int(total), r)
 			return true, nil
 		}
 		// Larger than the buffer: the arguments stream through and the
@@ -237,15 +237,15 @@ func (p *Parser) clientMessage(e *emitter, b []byte) (bool, error) {
 }
 
 // stream passes a message through, as much of it as b holds.
-func (p *Parser) stream(e *emitter, rest []byte, total int64, r *l7.Request) bool {
+func (p *Parser) stream(e *l7.Emitter, rest []byte, total int64, r *l7.Request) bool {
 	n := int64(len(rest))
 	if n > total {
 		n = total
 	}
 	if r != nil {
-		e.request(int(n), r)
+		e.Request(int(n), r)
 	} else {
-		e.plain(int(n))
+		e.Plain(int(n))
 	}
 	p.c.skip = total - n
 	return true
@@ -254,9 +254,9 @@ func (p *Parser) stream(e *emitter, rest []byte, total int64, r *l7.Request) boo
 // holdBatch waits for the rest of a message. An open batch is held whole
 // so a denied one can be dropped up to its Sync; one that grows past half
 // the buffer is sent on in parts.
-func (p *Parser) holdBatch(e *emitter, b []byte, at int) (bool, error) {
+func (p *Parser) holdBatch(e *l7.Emitter, b []byte, at int) (bool, error) {
 	c := &p.c
-	if c.batch && c.scanned > 0 && len(b)-e.off >= l7.MaxBuffer/2 {
+	if c.batch && c.scanned > 0 && len(b)-e.Off() >= l7.MaxBuffer/2 {
 		p.endBatch(e, false)
 		return true, nil
 	}
@@ -268,7 +268,7 @@ func (p *Parser) holdBatch(e *emitter, b []byte, at int) (bool, error) {
 
 // streamBind sends on a Bind too large to hold: the portal and statement
 // names lead it, the parameter values that follow are not needed.
-func (p *Parser) streamBind(e *emitter, b []byte, at int, total int64) (bool, error) {
+func (p *Parser) streamBind(e *l7.Emitter, b []byte, at int, total int64) (bool, error) {
 	c := &p.c
 	if c.batch && c.scanned > 0 {
 		p.endBatch(e, false)
@@ -468,7 +468,7 @@ func bindParams(b []byte) (string, error) {
 
 // endBatch emits the scanned part of the open batch as one message, with
 // a request when it holds an Execute. synced says it ended with Sync.
-func (p *Parser) endBatch(e *emitter, synced bool) {
+func (p *Parser) endBatch(e *l7.Emitter, synced bool) {
 	c := &p.c
 	n := c.scanned
 	execs := c.execs
@@ -489,7 +489,7 @@ func (p *Parser) endBatch(e *emitter, synced bool) {
 				p.push(&pending{})
 			}
 		}
-		e.plain(n)
+		e.Plain(n)
 		return
 	}
 	var info sql.Info
@@ -503,7 +503,7 @@ func (p *Parser) endBatch(e *emitter, synced bool) {
 		}
 	}
 	r := p.newRequest(info.Kind(), sql.Truncate(strings.Join(texts, "; "), l7.MaxText))
-	sqlAttrs(r, info)
+	info.AddAttrs(r.Attrs)
 	r.Attrs["extended"] = "true"
 	if len(execs) > 1 {
 		r.Attrs["executes"] = fmt.Sprint(len(execs))
@@ -523,5 +523,5 @@ func (p *Parser) endBatch(e *emitter, synced bool) {
 		p.mu.Unlock()
 	}
 	p.push(&pending{req: r, open: !synced, execs: len(execs)})
-	e.request(n, r)
+	e.Request(n, r)
 }

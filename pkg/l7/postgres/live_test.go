@@ -14,7 +14,7 @@ import (
 
 	"github.com/vigil-ebpf/vigil/internal/testenv"
 	"github.com/vigil-ebpf/vigil/pkg/l7"
-	"github.com/vigil-ebpf/vigil/pkg/l7/internal/capture"
+	"github.com/vigil-ebpf/vigil/pkg/l7/internal/l7test"
 )
 
 // livePG returns the e2e PostgreSQL's address, or skips (fails in CI) when
@@ -35,13 +35,6 @@ func livePG(t *testing.T) string {
 	return addr
 }
 
-func denyDrop(r *l7.Request) string {
-	if r.Kind == "DROP" || r.Attrs["sql_where"] == "false" {
-		return `rule "no-drop"`
-	}
-	return ""
-}
-
 // TestDenyLive runs psql through a relay that denies DROP and
 // DELETE/UPDATE without WHERE, and checks that psql reports the denial and
 // its session goes on.
@@ -50,7 +43,7 @@ func TestDenyLive(t *testing.T) {
 	if _, err := exec.LookPath("psql"); err != nil {
 		testenv.Need(t, "psql", err.Error())
 	}
-	g, err := capture.NewGuard(addr, func() l7.Parser { return New(l7.DefaultOptions()) }, denyDrop)
+	g, err := l7test.NewGuard(addr, func() l7.Parser { return New(l7.DefaultOptions()) }, l7test.DenySQLDrop)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +73,7 @@ func TestDenyLive(t *testing.T) {
 // server and the client stay in step: the next batch runs as usual.
 func TestDenyLiveExtended(t *testing.T) {
 	addr := livePG(t)
-	g, err := capture.NewGuard(addr, func() l7.Parser { return New(l7.DefaultOptions()) }, denyDrop)
+	g, err := l7test.NewGuard(addr, func() l7.Parser { return New(l7.DefaultOptions()) }, l7test.DenySQLDrop)
 	if err != nil {
 		t.Fatal(err)
 	}

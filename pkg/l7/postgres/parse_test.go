@@ -8,14 +8,14 @@ import (
 	"testing"
 
 	"github.com/vigil-ebpf/vigil/pkg/l7"
-	"github.com/vigil-ebpf/vigil/pkg/l7/internal/capture"
+	"github.com/vigil-ebpf/vigil/pkg/l7/internal/l7test"
 )
 
-func cl(b ...[]byte) capture.Chunk {
-	return capture.Chunk{Dir: l7.FromClient, Data: bytes.Join(b, nil)}
+func cl(b ...[]byte) l7test.Step {
+	return l7test.Step{Dir: l7.FromClient, Data: bytes.Join(b, nil)}
 }
-func sv(b ...[]byte) capture.Chunk {
-	return capture.Chunk{Dir: l7.FromServer, Data: bytes.Join(b, nil)}
+func sv(b ...[]byte) l7test.Step {
+	return l7test.Step{Dir: l7.FromServer, Data: bytes.Join(b, nil)}
 }
 
 var (
@@ -34,39 +34,39 @@ func TestConversations(t *testing.T) {
 
 	tests := []struct {
 		name      string
-		chunks    []capture.Chunk
+		chunks    []l7test.Step
 		want      string
 		encrypted bool
 	}{
 		{
 			name:   "ssl refused then startup",
-			chunks: []capture.Chunk{cl(sslRequest), sv([]byte("N")), cl(startup), sv(authOK, msg('S', cs("server_version"), cs("15")), msg('K', be32(7), be32(9)), rfqIdle)},
+			chunks: []l7test.Step{cl(sslRequest), sv([]byte("N")), cl(startup), sv(authOK, msg('S', cs("server_version"), cs("15")), msg('K', be32(7), be32(9)), rfqIdle)},
 			want:   "STARTUP user=alice database=shop application_name=app\n-> ok",
 		},
 		{
 			name:      "ssl accepted",
-			chunks:    []capture.Chunk{cl(sslRequest), sv([]byte("S")), cl([]byte{0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5}), sv([]byte{0x16, 3, 3, 0, 1, 9})},
+			chunks:    []l7test.Step{cl(sslRequest), sv([]byte("S")), cl([]byte{0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5}), sv([]byte{0x16, 3, 3, 0, 1, 9})},
 			encrypted: true,
 		},
 		{
 			name:      "direct ssl",
-			chunks:    []capture.Chunk{cl([]byte{0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5})},
+			chunks:    []l7test.Step{cl([]byte{0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5})},
 			encrypted: true,
 		},
 		{
 			name:   "cancel",
-			chunks: []capture.Chunk{cl([]byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e}, be32(77), be32(1))},
+			chunks: []l7test.Step{cl([]byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e}, be32(77), be32(1))},
 			want:   "CANCEL",
 		},
 		{
 			name: "simple query with notice and rows",
-			chunks: []capture.Chunk{cl(startup), sv(authOK, rfqIdle), cl(msg('Q', cs("select * from t where a = 'x'"))),
+			chunks: []l7test.Step{cl(startup), sv(authOK, rfqIdle), cl(msg('Q', cs("select * from t where a = 'x'"))),
 				sv(msg('T', []byte{0, 0}), msg('N', []byte{'M'}, cs("hi"), []byte{0}), msg('D', []byte{0, 0}), cc("SELECT 1"), rfqIdle)},
 			want: "STARTUP user=alice database=shop application_name=app\nSELECT select * from t where a = ?\n-> ok\n-> ok tag=SELECT 1",
 		},
 		{
 			name: "pipelined extended batches",
-			chunks: []capture.Chunk{cl(startup), sv(authOK, rfqIdle),
+			chunks: []l7test.Step{cl(startup), sv(authOK, rfqIdle),
 				cl(msg('P', cs("s1"), cs("DELETE FROM t"), []byte{0, 0}), msg('B', cs(""), cs("s1"), []byte{0, 0, 0, 0, 0, 0}), msg('E', cs(""), be32(0)), msg('S'),
 					msg('B', cs("p"), cs("s1"), []byte{0, 0, 0, 0, 0, 0}), msg('D', []byte{'P'}, cs("p")), msg('E', cs("p"), be32(0)), msg('C', []byte{'S'}, cs("s1")), msg('S')),
 				sv(msg('1'), msg('2'), cc("DELETE 4"), rfqIdle, msg('2'), msg('n'), cc("DELETE 0"), msg('3'), rfqIdle)},
@@ -74,7 +74,7 @@ func TestConversations(t *testing.T) {
 		},
 		{
 			name: "error skips the rest of the batch",
-			chunks: []capture.Chunk{cl(startup), sv(authOK, rfqIdle),
+			chunks: []l7test.Step{cl(startup), sv(authOK, rfqIdle),
 				cl(msg('P', cs(""), cs("SELECT 1/0"), []byte{0, 0}), msg('B', cs(""), cs(""), []byte{0, 0, 0, 0, 0, 0}), msg('E', cs(""), be32(0)),
 					msg('P', cs(""), cs("DROP TABLE t"), []byte{0, 0}), msg('B', cs(""), cs(""), []byte{0, 0, 0, 0, 0, 0}), msg('E', cs(""), be32(0)), msg('S')),
 				sv(msg('1'), msg('2'), ErrorResponse("ERROR", "22012", "division by zero"), rfqIdle)},
@@ -82,7 +82,7 @@ func TestConversations(t *testing.T) {
 		},
 		{
 			name: "flush then sync",
-			chunks: []capture.Chunk{cl(startup), sv(authOK, rfqIdle),
+			chunks: []l7test.Step{cl(startup), sv(authOK, rfqIdle),
 				cl(msg('P', cs(""), cs("UPDATE t SET a = 1 WHERE b"), []byte{0, 0}), msg('B', cs(""), cs(""), []byte{0, 0, 0, 0, 0, 0}), msg('E', cs(""), be32(0)), msg('H')),
 				sv(msg('1'), msg('2'), cc("UPDATE 2")),
 				cl(msg('P', cs(""), cs("SELECT 2"), []byte{0, 0}), msg('B', cs(""), cs(""), []byte{0, 0, 0, 0, 0, 0}), msg('E', cs(""), be32(0)), msg('S')),
@@ -91,49 +91,34 @@ func TestConversations(t *testing.T) {
 		},
 		{
 			name: "copy in and out",
-			chunks: []capture.Chunk{cl(startup), sv(authOK, rfqIdle), cl(msg('Q', cs("COPY t FROM STDIN"))), sv(msg('G', []byte{0, 0, 0})),
+			chunks: []l7test.Step{cl(startup), sv(authOK, rfqIdle), cl(msg('Q', cs("COPY t FROM STDIN"))), sv(msg('G', []byte{0, 0, 0})),
 				cl(msg('d', []byte("1\tx\n")), msg('d', []byte("2\ty\n")), msg('c')), sv(cc("COPY 2"), rfqIdle),
 				cl(msg('Q', cs("COPY t TO STDOUT"))), sv(msg('H', []byte{0, 0, 0}), msg('d', []byte("1\tx\n")), msg('c'), cc("COPY 1"), rfqIdle)},
 			want: "STARTUP user=alice database=shop application_name=app\nCOPY COPY t FROM STDIN\nCOPY COPY t TO STDOUT\n-> ok\n-> ok tag=COPY 2\n-> ok tag=COPY 1",
 		},
 		{
 			name:   "fatal startup error",
-			chunks: []capture.Chunk{cl(startup), sv(ErrorResponse("FATAL", "28P01", "password authentication failed"))},
+			chunks: []l7test.Step{cl(startup), sv(ErrorResponse("FATAL", "28P01", "password authentication failed"))},
 			want:   "STARTUP user=alice database=shop application_name=app\n-> error password authentication failed sqlstate=28P01",
 		},
 	}
 
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			check := func(how string, chunks []capture.Chunk, step int) {
-				t.Helper()
+			for _, dv := range l7test.Deliveries(tt.chunks) {
 				p := New(l7.DefaultOptions())
-				res, err := capture.Replay(p, chunks, step)
+				res, err := l7test.Run(p, dv.Steps, dv.Split)
 				if err != nil {
-					t.Fatalf("%s: %v", how, err)
+					t.Fatalf("%s: %v", dv.Name, err)
 				}
 				if got := strings.Join(summary(res), "\n"); got != tt.want {
-					t.Fatalf("%s: got\n%s\nwant\n%s", how, got, tt.want)
+					t.Fatalf("%s: got\n%s\nwant\n%s", dv.Name, got, tt.want)
 				}
 				if p.Encrypted() != tt.encrypted {
-					t.Fatalf("%s: Encrypted() = %v; want %v", how, p.Encrypted(), tt.encrypted)
+					t.Fatalf("%s: Encrypted() = %v; want %v", dv.Name, p.Encrypted(), tt.encrypted)
 				}
-				total := 0
-				for _, c := range chunks {
-					total += len(c.Data)
-				}
-				if res.Bytes[0]+res.Bytes[1] != total {
-					t.Fatalf("%s: messages cover %d bytes of %d", how, res.Bytes[0]+res.Bytes[1], total)
-				}
-			}
-			check("whole", tt.chunks, 0)
-			check("byte by byte", tt.chunks, 1)
-			for i, c := range tt.chunks {
-				for k := 1; k < len(c.Data); k++ {
-					split := append([]capture.Chunk{}, tt.chunks[:i]...)
-					split = append(split, capture.Chunk{Dir: c.Dir, Data: c.Data[:k]}, capture.Chunk{Dir: c.Dir, Data: c.Data[k:]})
-					split = append(split, tt.chunks[i+1:]...)
-					check("split", split, 0)
+				if res.Left != [2]int{} {
+					t.Fatalf("%s: %v bytes left uncovered by messages", dv.Name, res.Left)
 				}
 			}
 		})
@@ -142,11 +127,11 @@ func TestConversations(t *testing.T) {
 
 // TestLargeMessages streams COPY data, a data row and a Bind far larger
 // than the parse buffer, in steps of various sizes, without holding more
-// than l7.MaxBuffer (capture.Feed fails if the parser does).
+// than l7.MaxBuffer (l7test.Run fails if the parser does).
 func TestLargeMessages(t *testing.T) {
 	big := bytes.Repeat([]byte("x"), 3*l7.MaxBuffer+17)
 	bigBind := msg('B', cs(""), cs("s"), []byte{0, 0, 0, 1}, be32(uint32(len(big))), big, []byte{0, 0})
-	chunks := []capture.Chunk{cl(startup), sv(authOK, rfqIdle),
+	chunks := []l7test.Step{cl(startup), sv(authOK, rfqIdle),
 		cl(msg('Q', cs("COPY t FROM STDIN"))), sv(msg('G', []byte{0, 0, 0})),
 		cl(msg('d', big), msg('d', big[:10]), msg('c')), sv(cc("COPY 2"), rfqIdle),
 		cl(msg('Q', cs("SELECT big FROM t"))), sv(msg('T', []byte{0, 0}), msg('D', big), cc("SELECT 1"), rfqIdle),
@@ -156,7 +141,7 @@ func TestLargeMessages(t *testing.T) {
 	want := "STARTUP user=alice database=shop application_name=app\nCOPY COPY t FROM STDIN\nSELECT SELECT big FROM t\nINSERT INSERT INTO t VALUES ($1) statement=s\n" +
 		"-> ok\n-> ok tag=COPY 2\n-> ok tag=SELECT 1\n-> ok tag=INSERT 0 1"
 	for _, step := range []int{0, 1000, 4096, l7.MaxBuffer - 1} {
-		res, err := capture.Replay(New(l7.DefaultOptions()), chunks, step)
+		res, err := l7test.Run(New(l7.DefaultOptions()), chunks, l7test.Chunks(step))
 		if err != nil {
 			t.Fatalf("step %d: %v", step, err)
 		}
@@ -170,26 +155,26 @@ func TestErrors(t *testing.T) {
 	huge := strings.Repeat("x", l7.MaxBuffer)
 	tests := []struct {
 		name   string
-		chunks []capture.Chunk
+		chunks []l7test.Step
 		want   error
 	}{
-		{"garbage startup", []capture.Chunk{cl([]byte("GET / HTTP/1.1\r\n\r\n"))}, l7.ErrProtocol},
-		{"old protocol", []capture.Chunk{cl([]byte{0, 0, 0, 8, 0, 2, 0, 0})}, l7.ErrProtocol},
-		{"startup without user", []capture.Chunk{cl(startupMsg(map[string]string{"database": "x"}))}, l7.ErrProtocol},
-		{"unknown message", []capture.Chunk{cl(startup), cl([]byte{'Z', 0, 0, 0, 4})}, l7.ErrProtocol},
-		{"short length", []capture.Chunk{cl(startup), cl([]byte{'Q', 0, 0, 0, 2})}, l7.ErrProtocol},
-		{"query without terminator", []capture.Chunk{cl(startup), cl([]byte{'Q', 0, 0, 0, 5, 'x'})}, l7.ErrProtocol},
-		{"query too large", []capture.Chunk{cl(startup), cl(msg('Q', cs(huge)))}, l7.ErrTooLarge},
-		{"parse too large", []capture.Chunk{cl(startup), cl(msg('P', cs(""), cs(huge), []byte{0, 0}))}, l7.ErrTooLarge},
-		{"bad server type", []capture.Chunk{cl(startup), sv([]byte{'x', 0, 0, 0, 4})}, l7.ErrProtocol},
-		{"bad ssl answer", []capture.Chunk{cl(sslRequest), sv([]byte("Q"))}, l7.ErrProtocol},
-		{"bytes after cancel", []capture.Chunk{cl([]byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e}, be32(77), be32(1), []byte("x"))}, l7.ErrProtocol},
-		{"short function call", []capture.Chunk{cl(startup), cl([]byte{'F', 0, 0, 0, 4})}, l7.ErrProtocol},
-		{"bad ready", []capture.Chunk{cl(startup), sv([]byte{'Z', 0, 0, 0, 6, 'I', 'I'})}, l7.ErrProtocol},
+		{"garbage startup", []l7test.Step{cl([]byte("GET / HTTP/1.1\r\n\r\n"))}, l7.ErrProtocol},
+		{"old protocol", []l7test.Step{cl([]byte{0, 0, 0, 8, 0, 2, 0, 0})}, l7.ErrProtocol},
+		{"startup without user", []l7test.Step{cl(startupMsg(map[string]string{"database": "x"}))}, l7.ErrProtocol},
+		{"unknown message", []l7test.Step{cl(startup), cl([]byte{'Z', 0, 0, 0, 4})}, l7.ErrProtocol},
+		{"short length", []l7test.Step{cl(startup), cl([]byte{'Q', 0, 0, 0, 2})}, l7.ErrProtocol},
+		{"query without terminator", []l7test.Step{cl(startup), cl([]byte{'Q', 0, 0, 0, 5, 'x'})}, l7.ErrProtocol},
+		{"query too large", []l7test.Step{cl(startup), cl(msg('Q', cs(huge)))}, l7.ErrTooLarge},
+		{"parse too large", []l7test.Step{cl(startup), cl(msg('P', cs(""), cs(huge), []byte{0, 0}))}, l7.ErrTooLarge},
+		{"bad server type", []l7test.Step{cl(startup), sv([]byte{'x', 0, 0, 0, 4})}, l7.ErrProtocol},
+		{"bad ssl answer", []l7test.Step{cl(sslRequest), sv([]byte("Q"))}, l7.ErrProtocol},
+		{"bytes after cancel", []l7test.Step{cl([]byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e}, be32(77), be32(1), []byte("x"))}, l7.ErrProtocol},
+		{"short function call", []l7test.Step{cl(startup), cl([]byte{'F', 0, 0, 0, 4})}, l7.ErrProtocol},
+		{"bad ready", []l7test.Step{cl(startup), sv([]byte{'Z', 0, 0, 0, 6, 'I', 'I'})}, l7.ErrProtocol},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := capture.Replay(New(l7.DefaultOptions()), tt.chunks, 0)
+			_, err := l7test.Run(New(l7.DefaultOptions()), tt.chunks, l7test.Whole)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("Replay = %v; want %v", err, tt.want)
 			}
@@ -214,7 +199,7 @@ func TestDeny(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := New(l7.DefaultOptions())
-			res, err := capture.Replay(p, []capture.Chunk{cl(startup), sv(authOK, msg('Z', []byte{'T'})), cl(tt.client)}, 0)
+			res, err := l7test.Run(p, []l7test.Step{cl(startup), sv(authOK, msg('Z', []byte{'T'})), cl(tt.client)}, l7test.Whole)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -226,7 +211,7 @@ func TestDeny(t *testing.T) {
 				t.Fatalf("Deny = %q; want %q", got, tt.want)
 			}
 			// The next request is answered by the server as usual.
-			res2, err := capture.Replay(p, []capture.Chunk{cl(msg('Q', cs("SELECT 1"))), sv(cc("SELECT 1"), rfqIdle)}, 0)
+			res2, err := l7test.Run(p, []l7test.Step{cl(msg('Q', cs("SELECT 1"))), sv(cc("SELECT 1"), rfqIdle)}, l7test.Whole)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -236,7 +221,7 @@ func TestDeny(t *testing.T) {
 		})
 	}
 	p := New(l7.DefaultOptions())
-	res, err := capture.Replay(p, []capture.Chunk{cl(startup)}, 0)
+	res, err := l7test.Run(p, []l7test.Step{cl(startup)}, l7test.Whole)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,24 +235,24 @@ func TestDeny(t *testing.T) {
 // the statements still open.
 func TestStatementCache(t *testing.T) {
 	p := New(l7.DefaultOptions())
-	if _, err := capture.Replay(p, []capture.Chunk{cl(startup), sv(authOK, rfqIdle)}, 0); err != nil {
+	if _, err := l7test.Run(p, []l7test.Step{cl(startup), sv(authOK, rfqIdle)}, l7test.Whole); err != nil {
 		t.Fatal(err)
 	}
 	keep := msg('P', cs("keep"), cs("DELETE FROM kept"), []byte{0, 0})
-	if _, err := capture.Replay(p, []capture.Chunk{cl(keep, msg('S')), sv(rfqIdle)}, 0); err != nil {
+	if _, err := l7test.Run(p, []l7test.Step{cl(keep, msg('S')), sv(rfqIdle)}, l7test.Whole); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 10000 {
 		name := fmt.Sprintf("s%d", i)
 		b := bytes.Join([][]byte{msg('P', cs(name), cs("SELECT 1"), []byte{0, 0}), msg('C', []byte{'S'}, cs(name)), msg('S')}, nil)
-		if _, err := capture.Replay(p, []capture.Chunk{cl(b), sv(rfqIdle)}, 0); err != nil {
+		if _, err := l7test.Run(p, []l7test.Step{cl(b), sv(rfqIdle)}, l7test.Whole); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if n := len(p.c.stmtOrder); n > 100 {
 		t.Errorf("eviction order holds %d names after closes; want it compacted", n)
 	}
-	res, err := capture.Replay(p, []capture.Chunk{cl(msg('B', cs(""), cs("keep"), []byte{0, 0, 0, 0, 0, 0}), msg('E', cs(""), be32(0)), msg('S'))}, 0)
+	res, err := l7test.Run(p, []l7test.Step{cl(msg('B', cs(""), cs("keep"), []byte{0, 0, 0, 0, 0, 0}), msg('E', cs(""), be32(0)), msg('S'))}, l7test.Whole)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +274,7 @@ func TestFunctionCall(t *testing.T) {
 	}{{"whole", small, false}, {"streamed", big, true}} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := New(l7.DefaultOptions())
-			res, err := capture.Replay(p, []capture.Chunk{cl(startup), sv(authOK, rfqIdle), cl(tt.call)}, 4096)
+			res, err := l7test.Run(p, []l7test.Step{cl(startup), sv(authOK, rfqIdle), cl(tt.call)}, l7test.Chunks(4096))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -306,12 +291,12 @@ func TestFunctionCall(t *testing.T) {
 // TestParams checks Bind parameter values are recorded only with Redact
 // off, and literals are kept then too.
 func TestParams(t *testing.T) {
-	chunks, err := capture.Read("testdata/extended.cap")
+	chunks, err := l7test.ReadCapture("testdata/extended.cap")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, redact := range []bool{true, false} {
-		res, err := capture.Replay(New(l7.Options{Redact: redact}), chunks, 0)
+		res, err := l7test.Run(New(l7.Options{Redact: redact}), chunks, l7test.Whole)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -347,20 +332,20 @@ func TestParams(t *testing.T) {
 func TestPendingBounded(t *testing.T) {
 	p := New(l7.DefaultOptions())
 	syncs := bytes.Repeat(msg('S'), 100000)
-	if _, err := capture.Replay(p, []capture.Chunk{cl(startup), sv(authOK, rfqIdle), cl(syncs)}, 0); err != nil {
+	if _, err := l7test.Run(p, []l7test.Step{cl(startup), sv(authOK, rfqIdle), cl(syncs)}, l7test.Whole); err != nil {
 		t.Fatal(err)
 	}
 	if n := p.outstanding(); n != 1 {
 		t.Fatalf("outstanding = %d after plain Syncs; want 1 merged item", n)
 	}
-	if _, err := capture.Replay(p, []capture.Chunk{sv(bytes.Repeat(rfqIdle, 100000))}, 0); err != nil {
+	if _, err := l7test.Run(p, []l7test.Step{sv(bytes.Repeat(rfqIdle, 100000))}, l7test.Whole); err != nil {
 		t.Fatal(err)
 	}
 	if n := p.outstanding(); n != 0 {
 		t.Fatalf("outstanding = %d after the answers; want 0", n)
 	}
 	queries := bytes.Repeat(msg('Q', cs("SELECT 1")), maxPending+1)
-	if _, err := capture.Replay(p, []capture.Chunk{cl(queries)}, 0); !errors.Is(err, l7.ErrTooLarge) {
+	if _, err := l7test.Run(p, []l7test.Step{cl(queries)}, l7test.Whole); !errors.Is(err, l7.ErrTooLarge) {
 		t.Fatalf("Replay of %d unanswered queries = %v; want ErrTooLarge", maxPending+1, err)
 	}
 }

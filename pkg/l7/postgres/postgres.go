@@ -129,7 +129,7 @@ func (p *Parser) Parse(d l7.Dir, b []byte) ([]l7.Message, error) {
 		}
 		return []l7.Message{{Len: len(b)}}, nil
 	}
-	var e emitter
+	var e l7.Emitter
 	var err error
 	if d == l7.FromServer {
 		err = p.parseServer(&e, b)
@@ -139,40 +139,7 @@ func (p *Parser) Parse(d l7.Dir, b []byte) ([]l7.Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	return e.msgs, nil
-}
-
-// emitter collects messages, merging runs of bytes that carry nothing.
-type emitter struct {
-	msgs []l7.Message
-	off  int // bytes covered so far
-}
-
-func (e *emitter) plain(n int) {
-	if n <= 0 {
-		return
-	}
-	e.off += n
-	if k := len(e.msgs); k > 0 && e.msgs[k-1].Request == nil && e.msgs[k-1].Response == nil {
-		e.msgs[k-1].Len += n
-		return
-	}
-	e.msgs = append(e.msgs, l7.Message{Len: n})
-}
-
-func (e *emitter) request(n int, r *l7.Request) {
-	e.off += n
-	e.msgs = append(e.msgs, l7.Message{Len: n, Request: r})
-}
-
-func (e *emitter) response(n int, r *l7.Response) {
-	e.off += n
-	if k := len(e.msgs); k > 0 && e.msgs[k-1].Request == nil && e.msgs[k-1].Response == nil {
-		e.msgs[k-1].Len += n
-		e.msgs[k-1].Response = r
-		return
-	}
-	e.msgs = append(e.msgs, l7.Message{Len: n, Response: r})
+	return e.Messages(), nil
 }
 
 func errorf(format string, a ...any) error {
@@ -230,15 +197,6 @@ func (p *Parser) statement(text string) stmt {
 		text = sql.Redact(text, sql.Postgres)
 	}
 	return stmt{text: sql.Truncate(text, l7.MaxText), info: info}
-}
-
-func sqlAttrs(r *l7.Request, in sql.Info) {
-	if len(in.Statements) > 1 {
-		r.Attrs["sql_kinds"] = in.Kinds()
-	}
-	if in.NoWhere() {
-		r.Attrs["sql_where"] = "false"
-	}
 }
 
 // Deny implements l7.Parser: an ErrorResponse with SQLSTATE 42501

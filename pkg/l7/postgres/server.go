@@ -12,30 +12,30 @@ import (
 // backendTypes are the message types a server may send.
 const backendTypes = "RKSZCTDIEeNAGHWdcn123stVv"
 
-func (p *Parser) parseServer(e *emitter, b []byte) error {
+func (p *Parser) parseServer(e *l7.Emitter, b []byte) error {
 	s := &p.s
 	if s.skip > 0 {
 		n := int(min(s.skip, int64(len(b))))
 		s.skip -= int64(n)
 		p.account(int64(n))
-		e.plain(n)
+		e.Plain(n)
 	}
 	p.mu.Lock()
 	asked := p.sslAsked
 	p.mu.Unlock()
-	if asked != 0 && e.off < len(b) {
-		switch c := b[e.off]; {
+	if asked != 0 && e.Off() < len(b) {
+		switch c := b[e.Off()]; {
 		case c == asked:
 			p.mu.Lock()
 			p.encrypted, p.sslAsked = true, 0
 			p.mu.Unlock()
-			e.plain(len(b) - e.off)
+			e.Plain(len(b) - e.Off())
 			return nil
 		case c == 'N':
 			p.mu.Lock()
 			p.sslAsked = 0
 			p.mu.Unlock()
-			e.plain(1)
+			e.Plain(1)
 		case c == 'E':
 			// A server too old for the request answers with an error.
 			p.mu.Lock()
@@ -45,8 +45,8 @@ func (p *Parser) parseServer(e *emitter, b []byte) error {
 			return errorf("answer %q to an encryption request", c)
 		}
 	}
-	for e.off < len(b) {
-		rest := b[e.off:]
+	for e.Off() < len(b) {
+		rest := b[e.Off():]
 		if len(rest) < 5 {
 			return nil
 		}
@@ -74,7 +74,7 @@ func (p *Parser) parseServer(e *emitter, b []byte) error {
 			}
 			p.account(total)
 			s.skip = total - int64(len(rest))
-			e.plain(len(rest))
+			e.Plain(len(rest))
 			return nil
 		}
 		body := rest[5:total]
@@ -127,7 +127,7 @@ func (p *Parser) parseServer(e *emitter, b []byte) error {
 				return errorf("Authentication message of length %d", n)
 			}
 		}
-		e.plain(int(total))
+		e.Plain(int(total))
 	}
 	return nil
 }
@@ -191,7 +191,7 @@ func fields(body []byte) (map[byte]string, error) {
 
 // ready handles ReadyForQuery: it ends the oldest outstanding item and
 // those joined to it.
-func (p *Parser) ready(e *emitter, n int, status byte) {
+func (p *Parser) ready(e *l7.Emitter, n int, status byte) {
 	p.mu.Lock()
 	p.txStatus = status
 	p.mu.Unlock()
@@ -201,7 +201,7 @@ func (p *Parser) ready(e *emitter, n int, status byte) {
 // complete ends the oldest outstanding item (and the ones joined to it when
 // all is true), emitting a Response for each audited one; the last one
 // rides on the n bytes of the message that ended them.
-func (p *Parser) complete(e *emitter, n int, all bool) {
+func (p *Parser) complete(e *l7.Emitter, n int, all bool) {
 	p.mu.Lock()
 	var done []*pending
 	for len(p.pending) > 0 {
@@ -242,11 +242,11 @@ func (p *Parser) complete(e *emitter, n int, all bool) {
 		rs = append(rs, r)
 	}
 	if len(rs) == 0 {
-		e.plain(n)
+		e.Plain(n)
 		return
 	}
 	for _, r := range rs[:len(rs)-1] {
-		e.response(0, r)
+		e.Response(0, r)
 	}
-	e.response(n, rs[len(rs)-1])
+	e.Response(n, rs[len(rs)-1])
 }

@@ -31,30 +31,17 @@ func TestDenyRedisCLI(t *testing.T) {
 	} else {
 		c.Close()
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	g, err := l7test.NewGuard(target, func() l7.Parser { return New(l7.DefaultOptions()) }, func(r *l7.Request) string {
+		if r.Kind == "FLUSHDB" {
+			return "test policy"
+		}
+		return ""
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				return
-			}
-			go func() {
-				defer c.Close()
-				defer s.Close()
-				l7test.Tap(c, s, New(l7.DefaultOptions()), func(r *l7.Request) bool { return r.Kind == "FLUSHDB" })
-			}()
-		}
-	}()
-	cmd := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port), "-n", "9")
+	defer g.Close()
+	cmd := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", strconv.Itoa(g.Addr().Port), "-n", "9")
 	cmd.Stdin = strings.NewReader("SET vigil:l7test:deny kept\nFLUSHDB\nGETDEL vigil:l7test:deny\n")
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -85,7 +85,7 @@ func (p *Parser) parseClient(b []byte) ([]l7.Message, error) {
 				return nil, err
 			}
 			if k > 0 {
-				msgs = appendPart(msgs, k)
+				msgs = l7.AppendPart(msgs, k)
 				n += k
 			}
 			if !done {
@@ -132,16 +132,6 @@ func appendBody(msgs []l7.Message, k int) []l7.Message {
 		return msgs
 	}
 	return append(msgs, l7.Message{Len: k})
-}
-
-// appendPart adds k bytes that continue the last command (a large value
-// streamed through): to its own message, or as a new Part message.
-func appendPart(msgs []l7.Message, k int) []l7.Message {
-	if i := len(msgs) - 1; i >= 0 && msgs[i].Response == nil && (msgs[i].Request != nil || msgs[i].Part) {
-		msgs[i].Len += k
-		return msgs
-	}
-	return append(msgs, l7.Message{Len: k, Part: true})
 }
 
 // sent records a command as waiting for its reply and returns its request.

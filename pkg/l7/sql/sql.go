@@ -82,6 +82,19 @@ func (in Info) NoWhere() bool {
 	return false
 }
 
+// AddAttrs records in a request's attributes what a policy may match
+// beyond the kind: sql_kinds (every kind, when there are several
+// statements) and sql_where=false (a DELETE or UPDATE without WHERE).
+// The attribute names are the same for every SQL protocol.
+func (in Info) AddAttrs(attrs map[string]string) {
+	if len(in.Statements) > 1 {
+		attrs["sql_kinds"] = in.Kinds()
+	}
+	if in.NoWhere() {
+		attrs["sql_where"] = "false"
+	}
+}
+
 // benign kinds neither change data nor schema; Info.Kind looks past them so
 // that "BEGIN; DROP TABLE t" is recorded as a DROP.
 var benign = map[string]bool{

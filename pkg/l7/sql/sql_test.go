@@ -1,6 +1,7 @@
 package sql
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -124,4 +125,22 @@ func FuzzClassify(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestAddAttrs(t *testing.T) {
+	tests := []struct {
+		text string
+		want map[string]string
+	}{
+		{"SELECT 1", map[string]string{}},
+		{"DELETE FROM t", map[string]string{"sql_where": "false"}},
+		{"SELECT 1; UPDATE t SET a = 1", map[string]string{"sql_kinds": "SELECT,UPDATE", "sql_where": "false"}},
+	}
+	for _, tt := range tests {
+		got := map[string]string{}
+		Classify(tt.text, Postgres).AddAttrs(got)
+		if !maps.Equal(got, tt.want) {
+			t.Errorf("%q: %v; want %v", tt.text, got, tt.want)
+		}
+	}
 }

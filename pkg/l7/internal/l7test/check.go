@@ -2,6 +2,7 @@ package l7test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/vigil-ebpf/vigil/pkg/l7"
@@ -46,4 +47,27 @@ func CheckSplits(t testing.TB, newParser func() l7.Parser, steps []Step) Result 
 		check(fmt.Sprintf("split at %d", k), SplitAt(k))
 	}
 	return want
+}
+
+// Delivery is one way to deliver a conversation: its steps, each cut by
+// Split.
+type Delivery struct {
+	Name  string
+	Steps []Step
+	Split Splitter
+}
+
+// Deliveries returns steps whole, byte by byte, and with each step in
+// turn cut in two at every point (the others whole), for table tests
+// that check every way of delivering a short conversation reports the
+// same.
+func Deliveries(steps []Step) []Delivery {
+	out := []Delivery{{"whole", steps, Whole}, {"byte by byte", steps, Bytewise}}
+	for i, s := range steps {
+		for k := 1; k < len(s.Data); k++ {
+			cut := slices.Concat(steps[:i], []Step{{Dir: s.Dir, Data: s.Data[:k]}, {Dir: s.Dir, Data: s.Data[k:]}}, steps[i+1:])
+			out = append(out, Delivery{fmt.Sprintf("step %d cut at %d", i, k), cut, Whole})
+		}
+	}
+	return out
 }

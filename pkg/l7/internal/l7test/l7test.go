@@ -1,9 +1,12 @@
-// Package l7test plays the proxy's part for parser tests: it feeds a
-// parser bytes in pieces of any size, holds what the parser leaves
+// Package l7test plays the proxy's part for every parser's tests: it
+// feeds a parser bytes in pieces of any size, holds what the parser leaves
 // unconsumed the way the proxy does (never more than l7.MaxBuffer), checks
 // the contract on every call, and renders what the parser reported so two
-// runs can be compared. It also records real client sessions over
-// loopback for seed corpora.
+// runs can be compared. It records real client sessions over loopback
+// (Recorder; stored as readable .session files, or as .cap captures that
+// keep both sides in one fuzz input), replays them against golden files,
+// relays live connections with denies applied (Guard), and measures
+// parsers against a plain copy (Bench).
 package l7test
 
 import (
@@ -34,6 +37,8 @@ type Result struct {
 	Events []string
 	// Requests are the requests, in order.
 	Requests []*l7.Request
+	// Responses are the responses, in order.
+	Responses []*l7.Response
 	// Consumed counts the bytes the parser consumed per direction.
 	Consumed [2]int
 	// Left counts the bytes left unconsumed per direction at the end.
@@ -68,9 +73,12 @@ func SplitAt(k int) Splitter {
 	}
 }
 
-// Chunks delivers each step in reads of n bytes.
+// Chunks delivers each step in reads of n bytes (whole if n <= 0).
 func Chunks(n int) Splitter {
 	return func(data []byte) [][]byte {
+		if n <= 0 {
+			return [][]byte{data}
+		}
 		var out [][]byte
 		for len(data) > n {
 			out = append(out, data[:n])
@@ -81,7 +89,8 @@ func Chunks(n int) Splitter {
 }
 
 // Run feeds steps to p as the proxy would and checks, on every call, that
-// messages are non-empty and within the bytes given, that errors are
+// messages are non-empty (but for one that only completes a request) and
+// within the bytes given, that errors are
 // ErrProtocol or ErrTooLarge, and that a full buffer is never left
 // unconsumed without ErrTooLarge. It stops at the first error and returns
 // it with what was reported up to then.
@@ -105,7 +114,9 @@ func Run(p l7.Parser, steps []Step, split Splitter) (Result, error) {
 				}
 				used := 0
 				for _, m := range msgs {
-					if m.Len <= 0 {
+					// Only a message that completes a request may be
+					// empty (l7.Message).
+					if m.Len < 0 || m.Len == 0 && m.Response == nil {
 						return res, fmt.Errorf("Parse(%v) returned a message of %d bytes", d, m.Len)
 					}
 					used += m.Len
@@ -123,6 +134,7 @@ func Run(p l7.Parser, steps []Step, split Splitter) (Result, error) {
 						if d != l7.FromServer {
 							return res, fmt.Errorf("Parse(%v) returned a response", d)
 						}
+						res.Responses = append(res.Responses, m.Response)
 						res.Events = append(res.Events, RenderResponse(m.Response))
 					}
 				}
@@ -224,6 +236,5 @@ func ReadSession(path string) ([]Step, error) {
 // WriteFuzzSeed stores a seed in the go test fuzz corpus format for a
 // target taking (client, server []byte, split uint8), as Fuzz does.
 func WriteFuzzSeed(path string, client, server []byte) error {
-	s := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n[]byte(%q)\nuint8(7)\n", client, server)
-	return os.WriteFile(path, []byte(s), 0o644)
+	return writeCorpus(path, fmt.Sprintf("[]byte(%q)", client), fmt.Sprintf("[]byte(%q)", server), "uint8(7)")
 }

@@ -66,21 +66,8 @@ func ReplaySessions(t *testing.T, newParser func() l7.Parser, update bool) {
 			if got.Left != [2]int{} {
 				t.Errorf("%v bytes left unconsumed", got.Left)
 			}
-			text := got.String() + "\n"
 			golden := strings.TrimSuffix(f, ".session") + ".golden"
-			if update {
-				if err := os.WriteFile(golden, []byte(text), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if text != string(want) {
-				t.Errorf("events:\n%s\nwant (%s):\n%s", text, golden, want)
-			}
+			Golden(t, golden, got.String()+"\n", update)
 		})
 	}
 }

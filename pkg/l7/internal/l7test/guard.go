@@ -1,4 +1,4 @@
-package capture
+package l7test
 
 import (
 	"errors"
@@ -8,11 +8,13 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/l7"
 )
 
-// Guard is a minimal L7 relay for tests with real clients: it parses both
-// directions with a fresh parser per connection, forwards messages, and
-// answers requests that deny names with the parser's Deny bytes instead of
-// forwarding them, as the proxy does. On a parse error it relays the rest
-// unparsed.
+// Guard is a minimal L7 relay for deny tests with real clients and
+// servers, doing what the proxy does with a parser's messages: it parses
+// both directions with a fresh parser per connection and forwards each
+// message; a request deny refuses is answered with the parser's Deny
+// bytes instead of being forwarded, and the Part messages after it are
+// dropped with it (a nil answer closes the connection). On a parse error
+// it relays the rest of that direction unparsed.
 type Guard struct {
 	ln     net.Listener
 	target string
@@ -21,6 +23,7 @@ type Guard struct {
 	wg     sync.WaitGroup
 
 	mu       sync.Mutex
+	conns    int
 	requests []*l7.Request
 	errs     []error
 }
@@ -41,6 +44,13 @@ func NewGuard(target string, newParser func() l7.Parser, deny func(*l7.Request) 
 // Addr is the address clients connect to.
 func (g *Guard) Addr() *net.TCPAddr { return g.ln.Addr().(*net.TCPAddr) }
 
+// Conns counts the connections accepted so far.
+func (g *Guard) Conns() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.conns
+}
+
 // Close stops the guard, waits for its connections to end, and returns the
 // requests it saw and the parse errors it met.
 func (g *Guard) Close() ([]*l7.Request, []error) {
@@ -58,6 +68,9 @@ func (g *Guard) accept() {
 		if err != nil {
 			return
 		}
+		g.mu.Lock()
+		g.conns++
+		g.mu.Unlock()
 		s, err := net.Dial("tcp", g.target)
 		if err != nil {
 			c.Close()
@@ -80,6 +93,7 @@ func (g *Guard) relay(p l7.Parser, d l7.Dir, src, dst, client net.Conn, wmu *syn
 	}()
 	buf := make([]byte, 0, l7.MaxBuffer)
 	plain := false
+	dropping := false // the last request was denied: drop its Part messages
 	write := func(w net.Conn, b []byte) bool {
 		if w == client {
 			wmu.Lock()
@@ -90,7 +104,7 @@ func (g *Guard) relay(p l7.Parser, d l7.Dir, src, dst, client net.Conn, wmu *syn
 	}
 	for {
 		if len(buf) == cap(buf) {
-			g.fail(errors.New("capture: guard buffer full"))
+			g.fail(errors.New("l7test: guard buffer full"))
 			return
 		}
 		n, err := src.Read(buf[len(buf):cap(buf)])
@@ -119,17 +133,23 @@ func (g *Guard) relay(p l7.Parser, d l7.Dir, src, dst, client net.Conn, wmu *syn
 					g.mu.Lock()
 					g.requests = append(g.requests, m.Request)
 					g.mu.Unlock()
+					dropping = false
 					if reason := g.deny(m.Request); reason != "" {
-						if b := p.Deny(m.Request, reason); b != nil {
-							if !write(client, b) {
-								return
-							}
-							continue
+						b := p.Deny(m.Request, reason)
+						if b == nil {
+							src.Close()
+							dst.Close()
+							return
 						}
-						src.Close()
-						dst.Close()
-						return
+						if !write(client, b) {
+							return
+						}
+						dropping = true
+						continue
 					}
+				}
+				if dropping && m.Part {
+					continue
 				}
 				if !write(dst, part) {
 					return
@@ -147,4 +167,13 @@ func (g *Guard) fail(err error) {
 	g.mu.Lock()
 	g.errs = append(g.errs, err)
 	g.mu.Unlock()
+}
+
+// DenySQLDrop is the policy of the SQL parsers' live deny tests: it
+// refuses DROP and DELETE or UPDATE without WHERE, as rule "no-drop".
+func DenySQLDrop(r *l7.Request) string {
+	if r.Kind == "DROP" || r.Attrs["sql_where"] == "false" {
+		return `rule "no-drop"`
+	}
+	return ""
 }
