@@ -1,0 +1,354 @@
+// Package podinfo keeps a cache of the Kubernetes pods scheduled on one
+// node, so that the identity of a connection can name its pod without
+// asking the API server while the connection waits.
+//
+// A client-go shared informer lists and watches only the node's pods
+// (field selector spec.nodeName=<node>) and keeps the cache current; a
+// lookup is a map read under a read lock, by pod UID (from the cgroup
+// path) or by container id (from pod status). A pod the cache does not
+// hold yet is reported as pending, never waited for.
+//
+// This package is the only one in vigil that uses client-go.
+package podinfo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Pod is what the cache keeps of one pod. A Pod is never changed once it
+// is in the cache (an update replaces it), so callers may keep and read it
+// without locking; they must not modify it.
+type Pod struct {
+	UID            string
+	Name           string
+	Namespace      string
+	ServiceAccount string
+	Labels         map[string]string // shared and read-only
+	Node           string
+	Containers     []Container // from spec and status; ID is empty until the container started
+}
+
+// Container is one container of a pod.
+type Container struct {
+	ID    string // runtime's container id without the "containerd://" scheme; "" before it started
+	Name  string
+	Image string // image as the pod spec names it
+}
+
+// Status says how a lookup went.
+type Status int
+
+// Lookup outcomes.
+const (
+	// NotPod: neither the pod UID nor the container id is known to be a
+	// pod's (no pod UID in the cgroup path, and the container id is none
+	// of the node's pods' containers): a host process or a container
+	// outside Kubernetes.
+	NotPod Status = iota
+	// Found: the pod is in the cache.
+	Found
+	// Pending: the cgroup path names a pod the cache does not hold
+	// (yet): the informer has not synced, or the pod was created or
+	// deleted an instant ago.
+	Pending
+)
+
+// String names the status as the audit log records it.
+func (s Status) String() string {
+	switch s {
+	case Found:
+		return "found"
+	case Pending:
+		return "pending"
+	default:
+		return "none"
+	}
+}
+
+// Match is the answer of a lookup.
+type Match struct {
+	Pod       *Pod      // nil unless Status is Found
+	Container Container // the connecting container, when its id is known; else zero
+	Status    Status
+}
+
+// Cache is the node's pods, indexed by UID and by container id. Create it
+// with New, fill it with Run; Lookup is safe for concurrent use and never
+// blocks on the network.
+type Cache struct {
+	client kubernetes.Interface
+	node   string
+	log    *slog.Logger
+
+	mu    sync.RWMutex
+	byUID map[string]*Pod
+	byCtr map[string]ctrRef // container id → pod and container
+
+	synced  atomic.Bool
+	running atomic.Bool
+}
+
+type ctrRef struct {
+	pod *Pod
+	idx int // index in pod.Containers
+}
+
+// New returns an empty cache of node's pods that Run fills from client.
+func New(client kubernetes.Interface, node string, logger *slog.Logger) (*Cache, error) {
+	if client == nil {
+		return nil, errors.New("podinfo: no Kubernetes client")
+	}
+	if node == "" {
+		return nil, errors.New("podinfo: no node name: pass --node-name or set NODE_NAME (the downward API's spec.nodeName)")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Cache{client: client, node: node, log: logger,
+		byUID: make(map[string]*Pod), byCtr: make(map[string]ctrRef)}, nil
+}
+
+// NewClient builds a clientset from a kubeconfig file, or from the pod's
+// service account when kubeconfig is "" (in-cluster: KUBERNETES_SERVICE_HOST
+// and the mounted token).
+func NewClient(kubeconfig string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		if kubeconfig == "" {
+			return nil, fmt.Errorf("podinfo: in-cluster config: %w: run in a pod with a service account or pass --kubeconfig", err)
+		}
+		return nil, fmt.Errorf("podinfo: kubeconfig %s: %w", kubeconfig, err)
+	}
+	cfg.UserAgent = "vigil-agent"
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("podinfo: client: %w", err)
+	}
+	return c, nil
+}
+
+// Node is the node whose pods the cache holds.
+func (c *Cache) Node() string { return c.node }
+
+// Synced reports whether the first list of the node's pods has been read.
+// Before that, every pod is Pending.
+func (c *Cache) Synced() bool { return c.synced.Load() }
+
+// Len is the number of pods in the cache.
+func (c *Cache) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.byUID)
+}
+
+// Lookup finds the pod of a process by the pod UID and the container id
+// its cgroup path names (either may be ""). The pod UID decides the pod
+// when given; the container id then only picks the container.
+func (c *Cache) Lookup(podUID, containerID string) Match {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var m Match
+	if podUID != "" {
+		m.Pod = c.byUID[podUID]
+	}
+	if containerID != "" {
+		if r, ok := c.byCtr[containerID]; ok && (m.Pod == nil && podUID == "" || m.Pod == r.pod) {
+			m.Pod, m.Container = r.pod, r.pod.Containers[r.idx]
+		}
+	}
+	switch {
+	case m.Pod != nil:
+		m.Status = Found
+	case podUID != "":
+		m.Status = Pending
+	}
+	return m
+}
+
+// Run lists and watches the node's pods until ctx ends, then stops the
+// informer and returns once its goroutines have. It returns an error only
+// when the cache could not start; a watch that breaks is retried by the
+// informer with backoff.
+func (c *Cache) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("podinfo: cache already running")
+	}
+	selector := fields.OneTermEqualSelector("spec.nodeName", c.node).String()
+	factory := informers.NewSharedInformerFactoryWithOptions(c.client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = selector }))
+	inf := factory.Core().V1().Pods().Informer()
+	// Keep only what the cache reads: managed fields and most of the spec
+	// are dropped before the informer's own store holds them.
+	if err := inf.SetTransform(slim); err != nil {
+		return fmt.Errorf("podinfo: informer transform: %w", err)
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.upsert(obj) },
+		UpdateFunc: func(_, obj any) { c.upsert(obj) },
+		DeleteFunc: c.remove,
+	}); err != nil {
+		return fmt.Errorf("podinfo: informer handler: %w", err)
+	}
+	start := time.Now()
+	factory.Start(ctx.Done())
+	if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		c.synced.Store(true)
+		c.log.Info("kubernetes pod cache synced", "node", c.node, "pods", c.Len(), "took", time.Since(start).Round(time.Millisecond))
+	}
+	<-ctx.Done()
+	factory.Shutdown()
+	return nil
+}
+
+// slim drops what the cache does not use from a pod before the informer
+// stores it, so the informer's memory grows with the pods' identities, not
+// with their full specs.
+func slim(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // a tombstone: handled by remove
+	}
+	s := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: p.Name, Namespace: p.Namespace, UID: p.UID, Labels: p.Labels,
+			ResourceVersion: p.ResourceVersion,
+		},
+		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName, ServiceAccountName: p.Spec.ServiceAccountName},
+		Status: corev1.PodStatus{
+			Phase:                      p.Status.Phase,
+			ContainerStatuses:          p.Status.ContainerStatuses,
+			InitContainerStatuses:      p.Status.InitContainerStatuses,
+			EphemeralContainerStatuses: p.Status.EphemeralContainerStatuses,
+		},
+	}
+	for _, ctr := range p.Spec.Containers {
+		s.Spec.Containers = append(s.Spec.Containers, corev1.Container{Name: ctr.Name, Image: ctr.Image})
+	}
+	for _, ctr := range p.Spec.InitContainers {
+		s.Spec.InitContainers = append(s.Spec.InitContainers, corev1.Container{Name: ctr.Name, Image: ctr.Image})
+	}
+	return s, nil
+}
+
+// podOf turns an API pod into the cache's Pod.
+func podOf(p *corev1.Pod) *Pod {
+	out := &Pod{
+		UID: string(p.UID), Name: p.Name, Namespace: p.Namespace,
+		ServiceAccount: p.Spec.ServiceAccountName, Node: p.Spec.NodeName,
+		Labels: maps.Clone(p.Labels),
+	}
+	if out.ServiceAccount == "" {
+		out.ServiceAccount = "default" // what the API server fills in when a pod names none
+	}
+	images := make(map[string]string, len(p.Spec.Containers)+len(p.Spec.InitContainers))
+	for _, ctr := range p.Spec.InitContainers {
+		images[ctr.Name] = ctr.Image
+	}
+	for _, ctr := range p.Spec.Containers {
+		images[ctr.Name] = ctr.Image
+	}
+	seen := make(map[string]bool, len(images))
+	for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses, p.Status.EphemeralContainerStatuses} {
+		for _, st := range list {
+			img := images[st.Name]
+			if img == "" {
+				img = st.Image
+			}
+			out.Containers = append(out.Containers, Container{ID: trimScheme(st.ContainerID), Name: st.Name, Image: img})
+			seen[st.Name] = true
+		}
+	}
+	for _, ctr := range p.Spec.Containers {
+		if !seen[ctr.Name] {
+			out.Containers = append(out.Containers, Container{Name: ctr.Name, Image: ctr.Image})
+		}
+	}
+	return out
+}
+
+// trimScheme turns "containerd://<id>" into "<id>".
+func trimScheme(id string) string {
+	if _, after, ok := strings.Cut(id, "://"); ok {
+		return after
+	}
+	return id
+}
+
+// upsert adds or replaces a pod. Pods of other nodes are ignored: the
+// field selector keeps them out already, and this keeps a pod that moved
+// (or a server that ignores the selector) from naming our processes.
+func (c *Cache) upsert(obj any) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	if p.Spec.NodeName != c.node {
+		c.removeUID(string(p.UID))
+		return
+	}
+	np := podOf(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.byUID[np.UID]; old != nil {
+		c.dropContainers(old)
+	}
+	c.byUID[np.UID] = np
+	for i, ctr := range np.Containers {
+		if ctr.ID != "" {
+			c.byCtr[ctr.ID] = ctrRef{pod: np, idx: i}
+		}
+	}
+}
+
+// remove drops a deleted pod, also when the informer only saw its
+// tombstone.
+func (c *Cache) remove(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	if p, ok := obj.(*corev1.Pod); ok {
+		c.removeUID(string(p.UID))
+	}
+}
+
+func (c *Cache) removeUID(uid string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.byUID[uid]; old != nil {
+		c.dropContainers(old)
+		delete(c.byUID, uid)
+	}
+}
+
+// dropContainers removes the container index entries that point at p;
+// c.mu is held.
+func (c *Cache) dropContainers(p *Pod) {
+	for _, ctr := range p.Containers {
+		if r, ok := c.byCtr[ctr.ID]; ok && r.pod == p {
+			delete(c.byCtr, ctr.ID)
+		}
+	}
+}
