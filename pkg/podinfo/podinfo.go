@@ -25,8 +25,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -93,7 +95,7 @@ type Match struct {
 // with New, fill it with Run; Lookup is safe for concurrent use and never
 // blocks on the network.
 type Cache struct {
-	client kubernetes.Interface
+	client Client
 	node   string
 	log    *slog.Logger
 
@@ -110,8 +112,47 @@ type ctrRef struct {
 	idx int // index in pod.Containers
 }
 
+// Client lists and watches pods of all namespaces. NewClient makes one
+// over REST; package podinfotest adapts client-go's fake clientset.
+//
+// It is this small because client-go's typed clients register every API
+// group of Kubernetes at init, which would triple the size of vigil.
+type Client interface {
+	ListPods(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error)
+	WatchPods(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// restClient is a Client over the API server's REST interface, with a
+// scheme that knows the core group only.
+type restClient struct {
+	rc     *rest.RESTClient
+	params runtime.ParameterCodec
+}
+
+func (c restClient) ListPods(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error) {
+	var list corev1.PodList
+	err := c.rc.Get().Resource("pods").VersionedParams(&opts, c.params).Do(ctx).Into(&list)
+	return &list, err
+}
+
+func (c restClient) WatchPods(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	return c.rc.Get().Resource("pods").VersionedParams(&opts, c.params).Watch(ctx)
+}
+
+// coreScheme knows core/v1 and the meta types lists, watches and options
+// are made of.
+func coreScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := corev1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
+	return s, nil
+}
+
 // New returns an empty cache of node's pods that Run fills from client.
-func New(client kubernetes.Interface, node string, logger *slog.Logger) (*Cache, error) {
+func New(client Client, node string, logger *slog.Logger) (*Cache, error) {
 	if client == nil {
 		return nil, errors.New("podinfo: no Kubernetes client")
 	}
@@ -125,10 +166,10 @@ func New(client kubernetes.Interface, node string, logger *slog.Logger) (*Cache,
 		byUID: make(map[string]*Pod), byCtr: make(map[string]ctrRef)}, nil
 }
 
-// NewClient builds a clientset from a kubeconfig file, or from the pod's
+// NewClient builds a client of the core API group from a kubeconfig file, or from the pod's
 // service account when kubeconfig is "" (in-cluster: KUBERNETES_SERVICE_HOST
 // and the mounted token).
-func NewClient(kubeconfig string) (kubernetes.Interface, error) {
+func NewClient(kubeconfig string) (Client, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -142,12 +183,19 @@ func NewClient(kubeconfig string) (kubernetes.Interface, error) {
 		}
 		return nil, fmt.Errorf("podinfo: kubeconfig %s: %w", kubeconfig, err)
 	}
+	sch, err := coreScheme()
+	if err != nil {
+		return nil, fmt.Errorf("podinfo: scheme: %w", err)
+	}
 	cfg.UserAgent = "vigil-agent"
-	c, err := kubernetes.NewForConfig(cfg)
+	cfg.APIPath = "/api"
+	cfg.GroupVersion = &corev1.SchemeGroupVersion
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(sch).WithoutConversion()
+	rc, err := rest.RESTClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("podinfo: client: %w", err)
 	}
-	return c, nil
+	return restClient{rc: rc, params: runtime.NewParameterCodec(sch)}, nil
 }
 
 // Node is the node whose pods the cache holds.
@@ -197,9 +245,21 @@ func (c *Cache) Run(ctx context.Context) error {
 		return errors.New("podinfo: cache already running")
 	}
 	selector := fields.OneTermEqualSelector("spec.nodeName", c.node).String()
-	factory := informers.NewSharedInformerFactoryWithOptions(c.client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = selector }))
-	inf := factory.Core().V1().Pods().Informer()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = selector
+			return c.client.ListPods(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = selector
+			return c.client.WatchPods(ctx, o)
+		},
+	}
+	// A plain list then watch, not a streamed initial list: every API
+	// server version serves it, and it is the path the tests run (the fake
+	// clientset cannot stream).
+	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, listThenWatch{}),
+		&corev1.Pod{}, 0, cache.Indexers{})
 	// Keep only what the cache reads: managed fields and most of the spec
 	// are dropped before the informer's own store holds them.
 	if err := inf.SetTransform(slim); err != nil {
@@ -213,13 +273,13 @@ func (c *Cache) Run(ctx context.Context) error {
 		return fmt.Errorf("podinfo: informer handler: %w", err)
 	}
 	start := time.Now()
-	factory.Start(ctx.Done())
+	var wg sync.WaitGroup
+	wg.Go(func() { inf.RunWithContext(ctx) }) // returns once its goroutines have
 	if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		c.synced.Store(true)
 		c.log.Info("kubernetes pod cache synced", "node", c.node, "pods", c.Len(), "took", time.Since(start).Round(time.Millisecond))
 	}
-	<-ctx.Done()
-	factory.Shutdown()
+	wg.Wait()
 	return nil
 }
 
@@ -352,3 +412,10 @@ func (c *Cache) dropContainers(p *Pod) {
 		}
 	}
 }
+
+// listThenWatch tells the reflector not to use the WatchList protocol.
+type listThenWatch struct{}
+
+// IsWatchListSemanticsUnSupported is the optional method client-go's
+// reflector looks for.
+func (listThenWatch) IsWatchListSemanticsUnSupported() bool { return true }

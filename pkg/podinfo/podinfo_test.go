@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -22,6 +23,18 @@ const (
 	uidDB  = "9e8d7c6b-5a4f-3e2d-1c0b-a9f8e7d6c5b4"
 	uidOff = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
 )
+
+// fakeClient adapts the fake clientset (package podinfotest does the same
+// for other packages; it cannot be imported here).
+type fakeClient struct{ cs *fake.Clientset }
+
+func (c fakeClient) ListPods(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error) {
+	return c.cs.CoreV1().Pods("").List(ctx, opts)
+}
+
+func (c fakeClient) WatchPods(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	return c.cs.CoreV1().Pods("").Watch(ctx, opts)
+}
 
 // testPod is a pod as the API server returns it once its containers run.
 func testPod(uid, name, ns, nodeName, sa string, labels map[string]string, ctrs ...[3]string) *corev1.Pod {
@@ -44,7 +57,7 @@ func testPod(uid, name, ns, nodeName, sa string, labels map[string]string, ctrs 
 // its first sync.
 func startCache(t *testing.T, client *fake.Clientset) *Cache {
 	t.Helper()
-	c, err := New(client, node, nil)
+	c, err := New(fakeClient{client}, node, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +211,7 @@ func TestCacheStopLeaksNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	for range 3 {
 		client := fake.NewClientset(testPod(uidAPI, "api-1", "shop", node, "", nil, [3]string{"api", "api:1", ctrA}))
-		c, err := New(client, node, nil)
+		c, err := New(fakeClient{client}, node, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,7 +251,7 @@ func TestNewErrors(t *testing.T) {
 	if _, err := New(nil, node, nil); err == nil {
 		t.Error("New(nil client) = nil error")
 	}
-	if _, err := New(fake.NewClientset(), "", nil); err == nil {
+	if _, err := New(fakeClient{fake.NewClientset()}, "", nil); err == nil {
 		t.Error("New(no node) = nil error")
 	}
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
