@@ -91,6 +91,10 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn) {
 		Dst:      origin.Dst.String(),
 		Attrs:    identityAttrs(info),
 	}
+	if p.cfg.Enrich != nil {
+		p.cfg.Enrich(conn, e.Attrs)
+		e.Identity = conn.Identity
+	}
 	if !origin.Dst.IsValid() || p.isOwnAddr(origin.Dst) {
 		e.Rule = RuleLoop
 		p.refuse(ctx, s, e)
@@ -310,6 +314,11 @@ func IdentityOf(o intercept.Origin, info identity.Info) auditlog.Identity {
 	}
 }
 
+// IdentityAttrs are the attributes an entry of a caller carries for what
+// auditlog.Identity has no field for (pod UID, systemd unit, session), as
+// the proxy records them; for entries of events the proxy does not see.
+func IdentityAttrs(info identity.Info) map[string]string { return identityAttrs(info) }
+
 // identityAttrs carries what auditlog.Identity has no field for.
 func identityAttrs(info identity.Info) map[string]string {
 	m := make(map[string]string, 8)
@@ -318,6 +327,12 @@ func identityAttrs(info identity.Info) map[string]string {
 	}
 	if info.Unit != "" {
 		m["unit"] = info.Unit
+	}
+	if info.Session != "" {
+		m["session"] = info.Session
+	}
+	if info.UserUID != "" {
+		m["user_slice"] = info.UserUID
 	}
 	if !info.Complete {
 		m["identity"] = "partial" // the process exited or /proc was unreadable
