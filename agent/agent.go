@@ -22,6 +22,7 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/identity"
 	"github.com/vigil-ebpf/vigil/pkg/intercept"
 	"github.com/vigil-ebpf/vigil/pkg/keys"
+	"github.com/vigil-ebpf/vigil/pkg/podinfo"
 	"github.com/vigil-ebpf/vigil/pkg/policy"
 	"github.com/vigil-ebpf/vigil/pkg/proxy"
 	"github.com/vigil-ebpf/vigil/pkg/version"
@@ -55,6 +56,9 @@ type Config struct {
 	PolicyExplicit bool   // PolicyPath was given: it must exist and be valid
 
 	Socket string // control API unix socket; "" serves no control API
+
+	Kubernetes Kubernetes // pod names for identities; see docs/IDENTITY.md
+	podCache   *podinfo.Cache
 }
 
 // Agent is a running vigil daemon.
@@ -75,6 +79,8 @@ type Agent struct {
 
 	// kpol remembers the deny tables loaded into the kernel, by generation.
 	kpol kernelPolicy
+
+	pods *podinfo.Cache // nil when Kubernetes is off
 }
 
 // New loads (or, with no key configured, creates) the signing key, opens
@@ -106,6 +112,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: policy %s: %w", cfg.PolicyPath, err)
 	}
+	pods, err := openPods(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrPermission) {
 			return nil, fmt.Errorf("agent: cannot create data directory %s: permission denied: run as root or pass --data-dir", cfg.DataDir)
@@ -133,7 +143,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, audit: audit, keyID: id, pubKey: pubPath,
-		policy: policy.NewHolder(pol), policyFromFile: fromFile}
+		policy: policy.NewHolder(pol), policyFromFile: fromFile, pods: pods}
 	if cfg.Socket != "" {
 		if a.api, err = api.Listen(cfg.Socket, cfg.Logger); err != nil {
 			_ = audit.Close(context.WithoutCancel(ctx))
@@ -159,9 +169,10 @@ func (a *Agent) startIntercept(ctx context.Context) error {
 		Listen:   []string{fmt.Sprintf("127.0.0.1:%d", cfg.ProxyPort), fmt.Sprintf("[::1]:%d", cfg.ProxyPort)},
 		Resolver: proxy.ResolverFunc(a.lookup),
 		Auditor:  a.audit,
-		Decider:  decider{a.policy},
+		Decider:  decider{a.policy, a.pods},
 		DialMark: intercept.DefaultBypassMark,
 		Logger:   cfg.Logger,
+		Enrich:   a.enrichHook(),
 	})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -247,6 +258,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		attrs["proxy_port"] = strconv.Itoa(int(a.cfg.ProxyPort))
 		attrs["capture"] = captureString(a.cfg.Capture)
 	}
+	a.podStartAttrs(attrs)
 	if _, err := a.audit.AppendSync(ctx, auditlog.Entry{Type: auditlog.AgentStart, Attrs: attrs}); err != nil {
 		a.abort(ctx)
 		return fmt.Errorf("agent: record start: %w", err)
@@ -263,6 +275,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.watchPolicy(ctx)
 	}()
+	wg.Go(func() { a.runPods(ctx) })
 	a.startStatus(start)
 	wg.Add(1)
 	go func() {
@@ -374,6 +387,7 @@ func (a *Agent) kernelEvent(ctx context.Context, ev intercept.Event) {
 		Rule:     "kernel-observed",
 		Attrs:    map[string]string{"path": string(ev.Kind)},
 	}
+	a.kernelIdentity(&e.Identity, info, e.Attrs)
 	if ev.Src.IsValid() {
 		e.Src = ev.Src.String()
 	}
