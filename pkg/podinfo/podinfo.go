@@ -45,7 +45,14 @@ type Pod struct {
 	Labels         map[string]string // shared and read-only
 	Node           string
 	Containers     []Container // from spec and status; ID is empty until the container started
+	// MirrorOf is the UID kubelet gave a static pod (the hash in the
+	// kubernetes.io/config.mirror annotation), which its cgroup path
+	// names; "" for other pods.
+	MirrorOf string
 }
+
+// mirrorAnnotation marks the API server's copy of a static pod.
+const mirrorAnnotation = "kubernetes.io/config.mirror"
 
 // Container is one container of a pod.
 type Container struct {
@@ -209,12 +216,19 @@ func (c *Cache) Synced() bool { return c.synced.Load() }
 func (c *Cache) Len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return len(c.byUID)
+	n := 0
+	for k, p := range c.byUID {
+		if k == p.UID {
+			n++
+		}
+	}
+	return n
 }
 
 // Lookup finds the pod of a process by the pod UID and the container id
 // its cgroup path names (either may be ""). The pod UID decides the pod
-// when given; the container id then only picks the container.
+// when it is known; the container id then only picks the container.
+// Otherwise the container id alone can name the pod.
 func (c *Cache) Lookup(podUID, containerID string) Match {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -223,7 +237,7 @@ func (c *Cache) Lookup(podUID, containerID string) Match {
 		m.Pod = c.byUID[podUID]
 	}
 	if containerID != "" {
-		if r, ok := c.byCtr[containerID]; ok && (m.Pod == nil && podUID == "" || m.Pod == r.pod) {
+		if r, ok := c.byCtr[containerID]; ok && (m.Pod == nil || m.Pod == r.pod) {
 			m.Pod, m.Container = r.pod, r.pod.Containers[r.idx]
 		}
 	}
@@ -304,6 +318,9 @@ func slim(obj any) (any, error) {
 			EphemeralContainerStatuses: p.Status.EphemeralContainerStatuses,
 		},
 	}
+	if h, ok := p.Annotations[mirrorAnnotation]; ok {
+		s.Annotations = map[string]string{mirrorAnnotation: h}
+	}
 	for _, ctr := range p.Spec.Containers {
 		s.Spec.Containers = append(s.Spec.Containers, corev1.Container{Name: ctr.Name, Image: ctr.Image})
 	}
@@ -318,7 +335,10 @@ func podOf(p *corev1.Pod) *Pod {
 	out := &Pod{
 		UID: string(p.UID), Name: p.Name, Namespace: p.Namespace,
 		ServiceAccount: p.Spec.ServiceAccountName, Node: p.Spec.NodeName,
-		Labels: maps.Clone(p.Labels),
+		Labels: maps.Clone(p.Labels), MirrorOf: p.Annotations[mirrorAnnotation],
+	}
+	if out.MirrorOf == out.UID {
+		out.MirrorOf = ""
 	}
 	if out.ServiceAccount == "" {
 		out.ServiceAccount = "default" // what the API server fills in when a pod names none
@@ -373,9 +393,12 @@ func (c *Cache) upsert(obj any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old := c.byUID[np.UID]; old != nil {
-		c.dropContainers(old)
+		c.drop(old)
 	}
 	c.byUID[np.UID] = np
+	if np.MirrorOf != "" {
+		c.byUID[np.MirrorOf] = np
+	}
 	for i, ctr := range np.Containers {
 		if ctr.ID != "" {
 			c.byCtr[ctr.ID] = ctrRef{pod: np, idx: i}
@@ -398,14 +421,17 @@ func (c *Cache) removeUID(uid string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old := c.byUID[uid]; old != nil {
-		c.dropContainers(old)
-		delete(c.byUID, uid)
+		c.drop(old)
 	}
 }
 
-// dropContainers removes the container index entries that point at p;
-// c.mu is held.
-func (c *Cache) dropContainers(p *Pod) {
+// drop removes p and the index entries that point at it; c.mu is held.
+func (c *Cache) drop(p *Pod) {
+	for _, k := range []string{p.UID, p.MirrorOf} {
+		if c.byUID[k] == p {
+			delete(c.byUID, k)
+		}
+	}
 	for _, ctr := range p.Containers {
 		if r, ok := c.byCtr[ctr.ID]; ok && r.pod == p {
 			delete(c.byCtr, ctr.ID)

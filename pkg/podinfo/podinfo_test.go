@@ -139,6 +139,29 @@ func TestCacheLifecycle(t *testing.T) {
 		t.Errorf("Lookup(db-0, api's container) = %+v; want db-0 and no container", m)
 	}
 
+	// A UID the cache does not know, with a known container: the
+	// container names the pod.
+	if m := c.Lookup(uidOff, ctrA); m.Status != Found || m.Pod.UID != uidAPI {
+		t.Errorf("Lookup(unknown uid, api's container) = %+v; want api-7d9f", m)
+	}
+
+	// A static pod: its cgroup names kubelet's hash, not the mirror
+	// pod's UID.
+	const hash = "6b1f0c3e9a2d4c5b8e7f6a5d4c3b2a19"
+	static := testPod("0d0d0d0d-0000-4000-8000-000000000001", "etcd-node-a", "kube-system", node, "", nil, [3]string{"etcd", "etcd:3.5", ""})
+	static.Annotations = map[string]string{mirrorAnnotation: hash, "other": "dropped"}
+	if _, err := client.CoreV1().Pods("kube-system").Create(ctx, static, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "static pod added", func() bool { return c.Lookup(hash, "").Status == Found })
+	if m := c.Lookup(hash, ""); m.Pod.Name != "etcd-node-a" || c.Len() != 3 {
+		t.Errorf("Lookup(static pod hash) = %+v, Len %d; want etcd-node-a, 3 pods", m, c.Len())
+	}
+	if err := client.CoreV1().Pods("kube-system").Delete(ctx, "etcd-node-a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "static pod deleted", func() bool { return c.Lookup(hash, "").Status == Pending })
+
 	// Delete frees the pod and its containers.
 	if err := client.CoreV1().Pods("payments").Delete(ctx, "api-7d9f", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -151,10 +174,10 @@ func TestCacheLifecycle(t *testing.T) {
 		t.Errorf("Lookup(deleted pod's container) = %+v; want NotPod", m)
 	}
 	c.mu.RLock()
-	n := len(c.byCtr)
+	n, u := len(c.byCtr), len(c.byUID)
 	c.mu.RUnlock()
-	if n != 1 {
-		t.Errorf("container index holds %d entries after the delete; want 1", n)
+	if n != 1 || u != 1 {
+		t.Errorf("indexes hold %d containers and %d uids after the deletes; want 1 and 1", n, u)
 	}
 }
 
