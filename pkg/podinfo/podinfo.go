@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -32,6 +33,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 )
 
 // Pod is what the cache keeps of one pod. A Pod is never changed once it
@@ -286,6 +288,9 @@ func (c *Cache) Run(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("podinfo: informer handler: %w", err)
 	}
+	// client-go logs through the logger in the context (watch errors,
+	// relists), so its messages reach the agent's log and not stderr.
+	ctx = klog.NewContext(ctx, logr.FromSlogHandler(c.log.With("component", "kubernetes").Handler()))
 	start := time.Now()
 	var wg sync.WaitGroup
 	wg.Go(func() { inf.RunWithContext(ctx) }) // returns once its goroutines have

@@ -1,7 +1,12 @@
 package podinfo
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
 	"runtime"
 	"testing"
 	"time"
@@ -303,4 +308,55 @@ func TestSlim(t *testing.T) {
 	if got, _ := slim("tombstone"); got != "tombstone" {
 		t.Errorf("slim(non-pod) = %v; want it unchanged", got)
 	}
+}
+
+// deniedClient answers as an API server does to a service account without
+// the RBAC to list pods.
+type deniedClient struct{}
+
+func (deniedClient) ListPods(context.Context, metav1.ListOptions) (*corev1.PodList, error) {
+	return nil, errors.New(`pods is forbidden: User "system:serviceaccount:vigil-system:vigil" cannot list resource "pods"`)
+}
+
+func (deniedClient) WatchPods(context.Context, metav1.ListOptions) (watch.Interface, error) {
+	return nil, errors.New("forbidden")
+}
+
+// TestCacheLogsRefusal checks that client-go's errors reach the cache's
+// logger, and that lookups stay pending rather than waiting.
+func TestCacheLogsRefusal(t *testing.T) {
+	var buf syncBuffer
+	c, err := New(deniedClient{}, node, slog.New(slog.NewTextHandler(&buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	eventually(t, "the refusal logged", func() bool { return strings.Contains(buf.String(), "cannot list resource") })
+	if m := c.Lookup(uidAPI, ctrA); m.Status != Pending || c.Synced() {
+		t.Errorf("Lookup while refused = %+v, synced %v; want Pending, not synced", m, c.Synced())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
