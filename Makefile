@@ -17,7 +17,7 @@ FUZZTIME ?= 30s
 
 .DEFAULT_GOAL := build
 
-.PHONY: build test lint bench run fuzz generate install uninstall clean
+.PHONY: build test lint bench run fuzz generate install uninstall image clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/vigil ./cmd/vigil
@@ -44,11 +44,19 @@ fuzz:
 generate:
 	$(GO) generate ./...
 
-install:
-	@echo "make install: not implemented yet" >&2; exit 1
+# DESTDIR stages the install (packaging, tests); PREFIX places the binary.
+DESTDIR ?=
+PREFIX  ?= /usr/local
+
+install: build
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BINARY=bin/vigil scripts/install.sh install
 
 uninstall:
-	@echo "make uninstall: not implemented yet" >&2; exit 1
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" scripts/install.sh uninstall
+
+# A minimal OCI image without a container engine: bin/vigil-image.tar.
+image:
+	scripts/image.sh
 
 clean:
 	rm -rf bin/ coverage.out coverage.html *.coverprofile

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -25,6 +26,7 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/podinfo"
 	"github.com/vigil-ebpf/vigil/pkg/policy"
 	"github.com/vigil-ebpf/vigil/pkg/proxy"
+	"github.com/vigil-ebpf/vigil/pkg/ship"
 	"github.com/vigil-ebpf/vigil/pkg/version"
 )
 
@@ -57,8 +59,10 @@ type Config struct {
 
 	Socket string // control API unix socket; "" serves no control API
 
-	Kubernetes Kubernetes // pod names for identities; see docs/IDENTITY.md
-	podCache   *podinfo.Cache
+	Kubernetes  Kubernetes // pod names for identities; see docs/IDENTITY.md
+	podCache    *podinfo.Cache
+	Ship        ShipConfig // off-host sinks; none by default
+	MetricsAddr string     // Prometheus metrics listen address (host:port); "" serves no metrics
 }
 
 // Agent is a running vigil daemon.
@@ -81,6 +85,11 @@ type Agent struct {
 	kpol kernelPolicy
 
 	pods *podinfo.Cache // nil when Kubernetes is off
+	ship *ship.Shipper  // nil without Config.Ship
+
+	metrics        *metricsServer // nil without Config.MetricsAddr
+	policyApplied  atomic.Uint64  // policy files put in force (metrics)
+	policyRejected atomic.Uint64  // policy files rejected (metrics)
 }
 
 // New loads (or, with no key configured, creates) the signing key, opens
@@ -144,6 +153,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, audit: audit, keyID: id, pubKey: pubPath,
 		policy: policy.NewHolder(pol), policyFromFile: fromFile, pods: pods}
+	if a.ship, err = newShipper(ctx, cfg, func() uint64 { return audit.Stats().DurableSeq }); err != nil {
+		_ = audit.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	if cfg.Socket != "" {
 		if a.api, err = api.Listen(cfg.Socket, cfg.Logger); err != nil {
 			_ = audit.Close(context.WithoutCancel(ctx))
@@ -158,6 +171,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 			return nil, err
 		}
 	}
+	if err := a.listenMetrics(); err != nil {
+		a.abort(ctx)
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -165,6 +182,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 // no connection is ever redirected to a port nobody listens on.
 func (a *Agent) startIntercept(ctx context.Context) error {
 	cfg := a.cfg
+	if err := checkCaps(cfg.ProxyPort); err != nil {
+		return err
+	}
 	p, err := proxy.New(proxy.Config{
 		Listen:   []string{fmt.Sprintf("127.0.0.1:%d", cfg.ProxyPort), fmt.Sprintf("[::1]:%d", cfg.ProxyPort)},
 		Resolver: proxy.ResolverFunc(a.lookup),
@@ -173,6 +193,7 @@ func (a *Agent) startIntercept(ctx context.Context) error {
 		DialMark: intercept.DefaultBypassMark,
 		Logger:   cfg.Logger,
 		Enrich:   a.enrichHook(),
+		L7:       l7Config(),
 	})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -291,6 +312,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if a.ship != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.ship.Run(ctx)
+		}()
+	}
 	serveErr := make(chan error, 1)
 	if a.icpt != nil {
 		wg.Add(2)
@@ -309,8 +337,21 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if a.metrics != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.serveMetrics(ctx)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.watchdog(ctx)
+	}()
 	a.log.Info("vigil agent started", "data_dir", a.cfg.DataDir, "fingerprint", a.keyID, "public_key", a.pubKey,
 		"version", v.Version, "intercept", a.icpt != nil, "fail_mode", a.cfg.FailMode)
+	a.notifyReady()
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -318,6 +359,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Error("proxy stopped", "err", runErr)
 		noteStopped(&a.status.proxyErr, runErr)
 	}
+	a.notifyStopping()
 	stopCtx, cancel := context.WithTimeout(context.Background(), drainTimeout+20*time.Second)
 	defer cancel()
 	if a.icpt != nil {
@@ -342,6 +384,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Attrs: map[string]string{"uptime": time.Since(start).Round(time.Millisecond).String()},
 	})
 	cerr := a.audit.Close(stopCtx)
+	a.stopShip(stopCtx)
 	a.log.Info("vigil agent stopped", "next_seq", a.audit.Stats().NextSeq)
 	return errors.Join(runErr, serr, cerr)
 }
@@ -354,7 +397,11 @@ func (a *Agent) closeIntercept() {
 
 // abort releases everything without recording a stop.
 func (a *Agent) abort(ctx context.Context) {
+	if a.ship != nil {
+		_ = a.ship.Close()
+	}
 	a.closeAPI()
+	a.closeMetrics()
 	if a.icpt != nil {
 		a.closeIntercept()
 		_ = a.proxy.Shutdown(context.WithoutCancel(ctx))

@@ -16,6 +16,7 @@ func (a *Agent) routes(s *api.Server) {
 	s.HandleFunc("GET "+api.Prefix+"/policy", a.handlePolicy)
 	s.HandleFunc("POST "+api.Prefix+"/policy/reload", a.handlePolicyReload)
 	s.HandleFunc("GET "+api.Prefix+"/version", a.handleVersion)
+	s.HandleFunc("GET "+api.Prefix+"/events", a.handleEvents)
 }
 
 // VersionResponse is the body of GET /v1/version.

@@ -26,7 +26,9 @@ type FileConfig struct {
 	Policy    string   `yaml:"policy"`
 	Socket    string   `yaml:"socket"`
 
-	Kubernetes FileKubernetes `yaml:"kubernetes"`
+	Ship        ShipConfig     `yaml:"ship"` // off-host sinks (docs/SHIPPING.md)
+	MetricsAddr string         `yaml:"metrics_addr"`
+	Kubernetes  FileKubernetes `yaml:"kubernetes"`
 }
 
 // FileKubernetes is the kubernetes: section of the configuration file.

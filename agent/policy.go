@@ -60,6 +60,7 @@ func (d decider) Decide(_ context.Context, c *proxy.Conn) proxy.Decision {
 	p := d.holder.Current()
 	in := policy.Input{
 		Dst:       c.Origin.Dst,
+		Name:      c.Name,
 		UID:       c.Origin.UID,
 		GID:       c.Origin.GID,
 		Comm:      c.Origin.Comm,
@@ -81,8 +82,12 @@ func (d decider) Decide(_ context.Context, c *proxy.Conn) proxy.Decision {
 	case policy.Audit:
 		v = auditlog.Audit
 	}
-	return proxy.Decision{Verdict: v, Rule: dec.Rule}
+	return proxy.Decision{Verdict: v, Rule: dec.Rule, L7: l7Rules(dec.L7)}
 }
+
+// UsesNames tells the proxy to learn a connection's destination name
+// before deciding it, when the policy in force matches names.
+func (d decider) UsesNames() bool { return d.holder.Current().UsesNames() }
 
 // userName resolves a uid from the host's user database; "" when unknown.
 func userName(uid uint32) string {
@@ -101,6 +106,7 @@ func (a *Agent) recordPolicy(ctx context.Context, path string, p *policy.Policy,
 	maps.Copy(attrs, kernel)
 	switch {
 	case err != nil:
+		a.policyRejected.Add(1)
 		attrs["result"] = "rejected"
 		attrs["error"] = err.Error()
 		a.log.Error("policy rejected; keeping the running one", "file", path, "err", err)
@@ -108,6 +114,7 @@ func (a *Agent) recordPolicy(ctx context.Context, path string, p *policy.Policy,
 		attrs["result"] = "none"
 		attrs["default"] = "allow"
 	default:
+		a.policyApplied.Add(1)
 		attrs["result"] = "applied"
 		attrs["sha256"] = p.SHA256()
 		attrs["rules"] = strconv.Itoa(len(p.Rules()))

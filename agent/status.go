@@ -12,6 +12,7 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/intercept"
 	"github.com/vigil-ebpf/vigil/pkg/policy"
 	"github.com/vigil-ebpf/vigil/pkg/proxy"
+	"github.com/vigil-ebpf/vigil/pkg/ship"
 	"github.com/vigil-ebpf/vigil/pkg/version"
 )
 
@@ -23,19 +24,7 @@ const (
 )
 
 // SinkStatus is the shipping state of one off-host sink.
-type SinkStatus struct {
-	Name         string    `json:"name"`                  // as configured, e.g. "s3" or "nats"
-	Backlog      uint64    `json:"backlog"`               // entries recorded but not yet shipped
-	BacklogBytes int64     `json:"backlog_bytes"`         // bytes not yet shipped
-	LastShipped  time.Time `json:"last_shipped,omitzero"` // when the last batch was acknowledged
-	Error        string    `json:"error,omitempty"`       // why the last attempt failed; "" when it did not
-}
-
-// sinkStatuser is what the shipper reports about its sinks. It must answer
-// from counters it keeps, without waiting for a sink.
-type sinkStatuser interface {
-	SinkStatus() []SinkStatus
-}
+type SinkStatus = ship.SinkStatus
 
 // statusState is what the status API needs beyond the counters each part
 // keeps itself. Everything in it is written off the data path.
@@ -44,7 +33,6 @@ type statusState struct {
 	policy    atomic.Pointer[policyState] // the policy in force and when it was loaded
 	proxyErr  atomic.Pointer[string]      // why the proxy stopped; nil while it serves
 	readerErr atomic.Pointer[string]      // why the kernel event reader stopped; nil while it runs
-	sinks     sinkStatuser                // nil while nothing ships
 
 	mu      sync.Mutex   // guards samples
 	samples []rateSample // oldest first, at most rateWindow/rateInterval+1
@@ -334,8 +322,8 @@ func (a *Agent) buildStatus(now time.Time) StatusResponse {
 			h.mapFull = ks.stats.MapFull - min(base.MapFull, ks.stats.MapFull)
 		}
 	}
-	if a.status.sinks != nil {
-		r.Shipping = append(r.Shipping, a.status.sinks.SinkStatus()...)
+	if a.ship != nil {
+		r.Shipping = append(r.Shipping, a.ship.Status()...)
 	}
 	h.sinks = r.Shipping
 	r.Problems = h.problems()
@@ -418,8 +406,8 @@ func (h health) problems() []string {
 		p = append(p, fmt.Sprintf("%d connections let through unaudited since the agent started (origin map full)", h.mapFull))
 	}
 	for _, s := range h.sinks {
-		if s.Error != "" {
-			p = append(p, fmt.Sprintf("shipping to %s fails: %s", s.Name, s.Error))
+		if s.LastError != "" {
+			p = append(p, fmt.Sprintf("shipping to %s fails: %s", s.Name, s.LastError))
 		}
 	}
 	return p

@@ -247,11 +247,6 @@ func TestStatusUnhealthy(t *testing.T) {
 	}
 }
 
-// fakeSinks stands in for the shipper, which reports from its counters.
-type fakeSinks []SinkStatus
-
-func (f fakeSinks) SinkStatus() []SinkStatus { return f }
-
 func TestHealthProblems(t *testing.T) {
 	tests := []struct {
 		name string
@@ -269,7 +264,7 @@ func TestHealthProblems(t *testing.T) {
 		{"kernel losses", health{eventsLost: 2, mapFull: 1}, []string{
 			"2 kernel events dropped since the agent started (ring buffer full)",
 			"1 connections let through unaudited since the agent started (origin map full)"}},
-		{"sink", health{sinks: fakeSinks{{Name: "s3"}, {Name: "nats", Error: "connection refused"}}},
+		{"sink", health{sinks: []SinkStatus{{Name: "s3"}, {Name: "nats", LastError: "connection refused"}}},
 			[]string{"shipping to nats fails: connection refused"}},
 	}
 	for _, tt := range tests {

@@ -9,7 +9,7 @@
 #include "types.h"
 
 /* Set by the loader before the programs are verified (.rodata). */
-volatile const __u16 cfg_proxy_port = 1501;   /* host byte order */
+volatile const __u16 cfg_proxy_port = 1015;   /* host byte order */
 volatile const __u32 cfg_bypass_mark = 0x7669; /* SO_MARK of the agent's own dials */
 volatile const __u64 cfg_netns_cookie = 0;     /* netns cookie of the agent */
 volatile const __u32 cfg_exempt_pid = 0;       /* tgid never redirected nor reported (the agent); 0 = none */

@@ -22,6 +22,7 @@ DEFAULT_PACKAGES=(
 	libbpf-dev
 	llvm
 	make
+	systemd
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }

@@ -29,6 +29,12 @@ go vet -tags kms_aws,kms_gcp,kms_hashivault,kms_azure ./pkg/keys/ || failed+=("g
 
 go tool staticcheck ./... || failed+=(staticcheck)
 
+# deploy/ is a module of its own (Kubernetes and image test dependencies
+# stay out of the agent's go.mod); the same staticcheck build checks it.
+(cd deploy && go vet ./...) || failed+=("go vet (deploy)")
+staticcheck=$(go tool -n staticcheck)
+(cd deploy && "$staticcheck" ./...) || failed+=("staticcheck (deploy)")
+
 if [ "${#failed[@]}" -gt 0 ]; then
 	echo "lint: FAIL: ${failed[*]}" >&2
 	exit 1

@@ -38,6 +38,10 @@ if ! go mod tidy -diff; then
 	echo "test: go.mod/go.sum are not tidy: run go mod tidy" >&2
 	failed+=("go mod tidy")
 fi
+if ! (cd deploy && go mod tidy -diff); then
+	echo "test: deploy/go.mod and go.sum are not tidy: run (cd deploy && go mod tidy)" >&2
+	failed+=("go mod tidy (deploy)")
+fi
 
 echo "==> go build ./..."
 go build ./...
@@ -63,6 +67,9 @@ fi
 
 echo "==> go test ./..."
 go test -count=1 -timeout 25m ./... "$@" || failed+=("go test")
+
+echo "==> go test ./... (deploy module: manifests, image)"
+(cd deploy && go test -count=1 -timeout 10m ./... "$@") || failed+=("go test (deploy)")
 
 if [ "${#failed[@]}" -gt 0 ]; then
 	echo "test: FAIL: ${failed[*]}" >&2

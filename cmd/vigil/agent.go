@@ -35,6 +35,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "kubernetes", Value: agent.KubernetesAuto, Usage: "name the pods of this node: auto (when KUBERNETES_SERVICE_HOST is set), true or false", EnvVars: []string{"VIGIL_KUBERNETES"}},
 			&cli.StringFlag{Name: "node-name", Usage: "this node's Kubernetes name (the downward API's spec.nodeName)", EnvVars: []string{"VIGIL_NODE_NAME", "NODE_NAME"}},
 			&cli.StringFlag{Name: "kubeconfig", Usage: "kubeconfig file (default: the pod's service account)", EnvVars: []string{"VIGIL_KUBECONFIG"}},
+			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on this host:port, e.g. 127.0.0.1:9464 (default: none)", EnvVars: []string{"VIGIL_METRICS_ADDR"}},
 			&cli.BoolFlag{Name: "no-intercept", Hidden: true, Usage: "record agent events only, without BPF or proxy (development)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -106,6 +107,7 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 		Intercept:  !c.Bool("no-intercept"),
 		PolicyPath: str("policy", fc.Policy),
 		Socket:     str("socket", fc.Socket),
+		Ship:       fc.Ship,
 		Debug:      c.String("log-level") == "debug",
 	}
 	cfg.PolicyExplicit = c.IsSet("policy") || fc.Policy != ""
@@ -114,6 +116,7 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 	if v := cfg.Kubernetes.Enabled; v != agent.KubernetesAuto && v != agent.KubernetesOn && v != agent.KubernetesOff {
 		return cfg, usagef("--kubernetes %q: want auto, true or false", v)
 	}
+	cfg.MetricsAddr = str("metrics-addr", fc.MetricsAddr)
 	if cfg.FailMode != agent.FailOpen && cfg.FailMode != agent.FailClosed {
 		return cfg, usagef("--fail-mode %q: want open or closed", cfg.FailMode)
 	}

@@ -128,10 +128,10 @@ func printStatus(out io.Writer, s agent.StatusResponse) {
 			k = "shipping"
 		}
 		state := "ok"
-		if sk.Error != "" {
-			state = "ERROR " + sk.Error
+		if sk.LastError != "" {
+			state = "ERROR " + sk.LastError
 		}
-		row(k, "%s: backlog %d entries (%s), %s", sk.Name, sk.Backlog, byteSize(sk.BacklogBytes), state)
+		row(k, "%s (%s): shipped to seq %d, backlog %d entries (%s), lag %.0fs, %s", sk.Name, sk.Kind, sk.LastSeq, sk.BacklogEntries, byteSize(sk.BacklogBytes), sk.LagSeconds, state)
 	}
 	_ = w.Flush()
 	if len(s.Problems) > 0 {

@@ -120,7 +120,7 @@ func TestStatusUnhealthy(t *testing.T) {
 	}
 	srv.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		api.WriteJSON(w, agent.StatusResponse{
-			Version: "test", Shipping: []agent.SinkStatus{{Name: "s3", Backlog: 7, Error: "access denied"}},
+			Version: "test", Shipping: []agent.SinkStatus{{Name: "s3", Kind: "s3", BacklogEntries: 7, LastError: "access denied"}},
 			Problems: []string{"the audit log cannot be written: no space left on device", "shipping to s3 fails: access denied"},
 		})
 	})
@@ -132,7 +132,7 @@ func TestStatusUnhealthy(t *testing.T) {
 	code, out, errs := vigil(t, context.Background(), "status", "--socket", socket)
 	want := "problems:\n  - the audit log cannot be written: no space left on device\n  - shipping to s3 fails: access denied\n"
 	if code != exitFailure || !strings.Contains(out, "status     UNHEALTHY (2 problems)\n") || !strings.HasSuffix(out, want) ||
-		!strings.Contains(out, "s3: backlog 7 entries (0 B), ERROR access denied") {
+		!strings.Contains(out, "s3 (s3): shipped to seq 0, backlog 7 entries (0 B), lag 0s, ERROR access denied") {
 		t.Errorf("status of an unhealthy agent = %d,\n%s%s\nwant exit 1 and the problems", code, out, errs)
 	}
 	code, out, _ = vigil(t, context.Background(), "status", "--socket", socket, "-o", "json")

@@ -98,6 +98,9 @@ func (s *Server) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Re
 // Serve answers requests until ctx ends or Close is called. Handlers run on
 // their own goroutines, never on the data path.
 func (s *Server) Serve(ctx context.Context) error {
+	// Requests inherit ctx, so long streams (events --follow) end when the
+	// agent stops instead of holding up its shutdown.
+	s.srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	uid := os.Geteuid()
 	ln := &peerListener{UnixListener: s.ln, uid: uid, log: s.log}
 	done := make(chan struct{})

@@ -10,12 +10,13 @@ import (
 
 // Defaults used by Open for zero Config fields.
 //
-// DefaultProxyPort is below 1024 on purpose: binding it needs
-// CAP_NET_BIND_SERVICE. In fail-closed mode the pinned programs keep
-// redirecting to it while the agent is down; on an unprivileged port any
-// local user could bind it then and receive every redirected connection.
+// DefaultProxyPort is below 1024 on purpose (and unassigned by IANA):
+// binding it needs CAP_NET_BIND_SERVICE. In fail-closed mode the pinned
+// programs keep redirecting to it while the agent is down; on an
+// unprivileged port any local user could bind it then and receive every
+// redirected connection.
 const (
-	DefaultProxyPort  uint16 = 1501
+	DefaultProxyPort  uint16 = 1015
 	DefaultBypassMark uint32 = 0x7669
 )
 

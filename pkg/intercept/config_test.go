@@ -167,8 +167,8 @@ func TestMergeRanges(t *testing.T) {
 
 func TestWithDefaults(t *testing.T) {
 	c := Config{}.withDefaults()
-	if c.ProxyPort != 1501 || c.BypassMark != 0x7669 || !reflect.DeepEqual(c.Capture, DefaultCapture()) || c.Logger == nil {
-		t.Errorf("Config{}.withDefaults() = %+v; want port 1501, mark 0x7669, default capture, a logger", c)
+	if c.ProxyPort != 1015 || c.BypassMark != 0x7669 || !reflect.DeepEqual(c.Capture, DefaultCapture()) || c.Logger == nil {
+		t.Errorf("Config{}.withDefaults() = %+v; want port 1015, mark 0x7669, default capture, a logger", c)
 	}
 }
 

@@ -46,11 +46,18 @@ var ErrProtocol = errors.New("l7: protocol violation")
 // Message is one unit of the byte stream, in order. Len bytes starting at
 // the beginning of what Parse was given belong to it. A large body may be
 // returned as several Messages with no Request, so the proxy never buffers
-// more than MaxBuffer.
+// more than MaxBuffer. Len may be 0 for a Message that only carries a
+// Response, when one server message completes several requests (a Postgres
+// ReadyForQuery ending an extended-protocol batch sent in parts).
 type Message struct {
 	Len      int
 	Request  *Request  // set on the client message that carries a request
 	Response *Response // set on the server message that completes one
+	// Part marks bytes that continue the request of the last message with
+	// a Request in the same direction (the rest of a streamed body or
+	// command): they are dropped with it if it is denied. Request-less
+	// messages without Part stand alone and are forwarded either way.
+	Part bool
 }
 
 // Request is one auditable thing the client asked for.
@@ -78,6 +85,9 @@ type Response struct {
 	Error  string // the server's error message, if any (bounded)
 	Bytes  int64  // response payload bytes, when the protocol says
 	Time   time.Time
+	// Attrs holds protocol details of the outcome (command tag, rows,
+	// SQLSTATE, error number), all strings; nil when there are none.
+	Attrs map[string]string
 }
 
 // MaxText bounds Request.Text and Response.Error.
@@ -109,6 +119,11 @@ type Parser interface {
 	// ErrorResponse + ReadyForQuery, a MySQL ERR packet, a Redis -ERR, an
 	// HTTP 403). It returns nil if the protocol has no way to refuse one
 	// request and keep the connection; the proxy then closes it.
+	//
+	// The proxy calls Deny instead of forwarding req's message, so the
+	// parser stops expecting a server reply to req. The Part messages that
+	// follow req's message (the rest of a streamed body or command) belong
+	// to req and are dropped too; nothing else is.
 	Deny(req *Request, reason string) []byte
 	// Encrypted reports that the session switched to TLS after the
 	// protocol's upgrade (Postgres SSLRequest, ...): from then on Parse

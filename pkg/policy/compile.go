@@ -285,7 +285,7 @@ func compile(specs []ruleSpec) compiled {
 	all := make([]uint64, c.words)
 	for i, r := range specs {
 		c.rules[i] = crule{match: r.match, not: r.not, hasNot: r.hasNot,
-			dec: Decision{Action: r.Action, Rule: r.Name, Errno: r.Errno}}
+			dec: Decision{Action: r.Action, Rule: r.Name, Errno: r.Errno, L7: r.L7}}
 		all[i>>6] |= 1 << (i & 63)
 	}
 	c.all = in.get(all)

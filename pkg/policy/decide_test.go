@@ -147,7 +147,7 @@ func TestDecideDefaultDeny(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := p.Decide(Input{}), (Decision{Deny, DefaultRule, syscall.ECONNREFUSED}); got != want {
+	if got, want := p.Decide(Input{}), (Decision{Action: Deny, Rule: DefaultRule, Errno: syscall.ECONNREFUSED}); got != want {
 		t.Errorf("Decide = %+v; want %+v", got, want)
 	}
 }

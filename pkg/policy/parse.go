@@ -26,7 +26,7 @@ const maxNodes = 1 << 20
 // The fields each mapping accepts.
 var (
 	topFields      = []string{"apiVersion", "default", "rules"}
-	ruleFields     = []string{"name", "action", "errno", "match", "not"}
+	ruleFields     = []string{"name", "action", "errno", "match", "not", "l7"}
 	matchFields    = []string{"dst", "workload"}
 	dstFields      = []string{"cidr", "ports", "names"}
 	workloadFields = []string{"uids", "gids", "users", "comm", "exe", "cgroup", "container", "namespaces", "pods", "labels", "serviceAccounts", "images"}
@@ -375,7 +375,7 @@ func (p *parser) rules(n *yaml.Node, doc *document) {
 		r := ruleSpec{field: field}
 		r.Index = i
 		r.Line, r.col = rn.Line, rn.Column
-		var nameNode, actionNode, errnoNode *yaml.Node
+		var nameNode, actionNode, errnoNode, l7Node *yaml.Node
 		errorsBefore := p.errors()
 		if !p.mapping(rn, field, ruleFields, func(key string, k, v *yaml.Node) {
 			switch key {
@@ -407,6 +407,9 @@ func (p *parser) rules(n *yaml.Node, doc *document) {
 				}
 			case "match":
 				p.matcher(v, field+".match", &r.match)
+			case "l7":
+				l7Node = k
+				r.L7 = p.guardrails(v, field+".l7")
 			case "not":
 				before := p.errors()
 				r.hasNot = p.matcher(v, field+".not", &r.not)
@@ -434,6 +437,9 @@ func (p *parser) rules(n *yaml.Node, doc *document) {
 		}
 		if errnoNode != nil && r.Action != Deny && r.Action != 0 {
 			p.errorf(errnoNode, field+".errno", "remove errno, or make the action deny", "errno applies only to deny")
+		}
+		if l7Node != nil && r.Action == Deny {
+			p.errorf(l7Node, field+".l7", "remove l7, or make the action allow or audit", "l7 applies only to connections the rule lets through")
 		}
 		if r.Action == Deny && r.Errno == 0 {
 			r.Errno = syscall.ECONNREFUSED

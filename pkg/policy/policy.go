@@ -92,6 +92,7 @@ type Decision struct {
 	Action Action
 	Rule   string        // name of the rule that matched, or DefaultRule
 	Errno  syscall.Errno // for Deny: how the client's connect() fails (ECONNREFUSED unless the rule says); 0 otherwise
+	L7     *Guardrails   // the rule's l7 section: its connections' requests are parsed, recorded and checked; nil without one
 }
 
 // Input is what a decision is made on. Unknown strings are "", and a rule
@@ -129,6 +130,7 @@ type Rule struct {
 	Line   int // line of the rule in the file
 	Action Action
 	Errno  syscall.Errno // for Deny
+	L7     *Guardrails   // the rule's l7 section, nil without one
 }
 
 // Policy is a parsed, validated and compiled policy file. It is immutable

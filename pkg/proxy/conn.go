@@ -21,6 +21,10 @@ type Conn struct {
 	Origin   intercept.Origin  // what the kernel recorded: original destination and caller
 	Identity auditlog.Identity // Origin enriched from /proc, as it is recorded in the audit log
 	Process  identity.Info     // what /proc said about Origin.PID; Process.Complete tells whether all of it was read
+	// Name is the destination's DNS name from the client's TLS SNI or
+	// HTTP Host, learned before the decision when the Decider uses names
+	// (see L7Config); "" when unknown.
+	Name string
 }
 
 // Decision is a Decider's verdict on one connection.
@@ -29,7 +33,8 @@ type Decision struct {
 	// auditlog.Deny. Anything else, including "", denies, and the entry
 	// records the bad verdict in attribute "invalid_verdict".
 	Verdict auditlog.Decision
-	Rule    string // name of the rule that decided, recorded in the audit entry
+	Rule    string   // name of the rule that decided, recorded in the audit entry
+	L7      *L7Rules // parse, check and record the connection's requests; nil relays it untouched
 }
 
 // Rule names the proxy records for decisions it makes itself.
@@ -82,7 +87,7 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn) {
 		return
 	}
 
-	info := identity.FromPID(origin.PID, p.cfg.IdentityProcRoot)
+	info := p.identify(origin)
 	conn := &Conn{Client: client, Origin: origin, Identity: IdentityOf(origin, info), Process: info}
 	e := auditlog.Entry{
 		Identity: conn.Identity,
@@ -100,8 +105,10 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn) {
 		p.refuse(ctx, s, e)
 		return
 	}
+	p.learnName(s, conn)
 	d := p.decide(ctx, conn)
 	e.Decision, e.Rule = d.Verdict, d.Rule
+	p.attachL7(s, conn, d, &e)
 	if d.Verdict != auditlog.Allow && d.Verdict != auditlog.Audit {
 		if d.Verdict != auditlog.Deny {
 			e.Attrs = withAttr(e.Attrs, "invalid_verdict", string(d.Verdict))
@@ -111,6 +118,15 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn) {
 		return
 	}
 	p.open(ctx, s, e, origin.Dst)
+}
+
+// identify reads what /proc says about the caller, through the cache when
+// there is one.
+func (p *Proxy) identify(o intercept.Origin) identity.Info {
+	if p.ids == nil {
+		return identity.FromPID(o.PID, p.cfg.IdentityProcRoot)
+	}
+	return p.ids.Lookup(o.PID, o.Comm, o.CgroupID)
 }
 
 // decide asks the Decider, if any.
@@ -199,7 +215,7 @@ func (p *Proxy) open(ctx context.Context, s *session, e auditlog.Entry, dst neti
 		p.stats.relayed.Add(1)
 		p.log.Debug("relaying", "src", e.Src, "dst", e.Dst, "pid", e.Identity.PID, "comm", e.Identity.Comm, "rule", e.Rule)
 	}
-	in, out := p.relay(s)
+	in, out := p.relayFor(ctx, s, e, ack.Seq)
 	p.stats.bytesIn.Add(uint64(in))
 	p.stats.bytesOut.Add(uint64(out))
 	reason, rerr := s.result()
@@ -207,6 +223,7 @@ func (p *Proxy) open(ctx context.Context, s *session, e auditlog.Entry, dst neti
 	if rerr != nil {
 		closing.Attrs["error"] = rerr.Error()
 	}
+	s.l7CloseAttrs(closing.Attrs)
 	p.appendLazy(ctx, closing)
 }
 
@@ -226,9 +243,9 @@ func closeEntry(open auditlog.Entry, seq uint64, reason string, in, out int64, s
 // dial connects to the original destination with the proxy's mark set.
 func (p *Proxy) dial(ctx context.Context, dst netip.AddrPort) (*net.TCPConn, error) {
 	d := net.Dialer{
-		Timeout:         p.cfg.DialTimeout,
-		KeepAliveConfig: net.KeepAliveConfig{Enable: true},
-		Control:         markControl(p.cfg.DialMark),
+		Timeout:   p.cfg.DialTimeout,
+		KeepAlive: -1, // set by markControl, with the mark
+		Control:   markControl(p.cfg.DialMark),
 	}
 	c, err := d.DialContext(ctx, "tcp", dst.String())
 	if err != nil {

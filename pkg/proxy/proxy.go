@@ -20,7 +20,11 @@
 //     is reset: its connect() already succeeded against the proxy, so it
 //     sees a reset on its first read or write rather than ECONNREFUSED, and
 //     a destination that never answers costs it DialTimeout first.
-//  5. Bytes are relayed both ways with splice(2), half-closes passed on.
+//  5. Bytes are relayed both ways with splice(2), half-closes passed on;
+//     or, when the Decision carries L7 rules and a parser knows the
+//     protocol, through that parser (l7relay.go). When the Decider uses
+//     destination names, step 3 first peeks at the client's TLS SNI or
+//     HTTP Host (l7.go).
 //  6. conn.close records bytes_in (destination to client), bytes_out
 //     (client to destination), duration_ms, reason and open_seq (the seq of
 //     the conn.open), without waiting for durability.
@@ -38,6 +42,7 @@ import (
 	"time"
 
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
+	"github.com/vigil-ebpf/vigil/pkg/identity"
 	"github.com/vigil-ebpf/vigil/pkg/intercept"
 )
 
@@ -76,7 +81,7 @@ const (
 
 // DefaultListen are the addresses the proxy listens on when Config.Listen
 // is empty.
-var DefaultListen = []string{"127.0.0.1:1501", "[::1]:1501"}
+var DefaultListen = []string{"127.0.0.1:1015", "[::1]:1015"}
 
 // closeAuditTimeout bounds how long appending a conn.close entry may block
 // (Append blocks only while the log's queue is full).
@@ -109,6 +114,14 @@ type Config struct {
 	// runs on the connection's goroutine before anything is relayed, so it
 	// must not block: memory reads only.
 	Enrich func(c *Conn, attrs map[string]string)
+	// IdentityCacheTTL is how long what /proc said about a process is
+	// reused for its next connections (identity.Cache: same pid, start
+	// time, comm and cgroup); default identity.DefaultCacheTTL. Negative
+	// reads /proc for every connection.
+	IdentityCacheTTL time.Duration
+	// L7 turns on request-level inspection for connections whose
+	// Decision asks for it; the zero value inspects nothing.
+	L7 L7Config
 }
 
 // Proxy is a transparent proxy bound to its listeners. Create it with New,
@@ -118,6 +131,7 @@ type Proxy struct {
 	log   *slog.Logger
 	lns   []*net.TCPListener
 	addrs []netip.AddrPort
+	ids   *identity.Cache // nil: read /proc for every connection
 	stats counters
 
 	stopOnce sync.Once
@@ -168,7 +182,10 @@ func New(cfg Config) (*Proxy, error) {
 		stopped:  make(chan struct{}),
 		sessions: make(map[*session]struct{}),
 	}
-	lc := net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: true}}
+	if cfg.IdentityCacheTTL >= 0 {
+		p.ids = identity.NewCache(cfg.IdentityProcRoot, 0, cfg.IdentityCacheTTL)
+	}
+	lc := listenConfig()
 	for _, addr := range cfg.Listen {
 		ln, err := lc.Listen(context.Background(), "tcp", addr)
 		if err != nil {
@@ -187,6 +204,13 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: none of the listen addresses %v could be bound", cfg.Listen)
 	}
 	return p, nil
+}
+
+// listenConfig sets keepalive and the receive buffer once on the listening
+// socket; every accepted socket inherits them from there, so accepting
+// costs no setsockopt calls.
+func listenConfig() net.ListenConfig {
+	return net.ListenConfig{KeepAlive: -1, Control: listenControl}
 }
 
 // ipv6Unavailable reports whether err from listening on addr means that

@@ -19,6 +19,8 @@ type session struct {
 	stopped bool
 	reason  string // why the relay ended; set once
 	err     error  // the I/O error behind reason, if any
+
+	l7 *l7conn // protocol inspection, when the policy asks for it; nil otherwise
 }
 
 // setDst attaches the destination; false if the session was already
@@ -85,6 +87,7 @@ func (p *Proxy) relay(s *session) (in, out int64) {
 		defer close(stopWatch)
 		go watchIdle(s, dst, p.cfg.IdleTimeout, stopWatch)
 	}
+	setNotSentLowat(s.client) // the dialed socket has it from markControl
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

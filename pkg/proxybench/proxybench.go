@@ -40,7 +40,10 @@ type Config struct {
 	Duration time.Duration // per connection-rate measurement; default 3s
 	BulkMiB  int           // per bulk measurement; default 512
 	Clients  []int         // concurrent clients for the connection rate; default 1 and 32
-	Logger   *slog.Logger
+	// Rounds is how many slices each measurement is cut into, direct and
+	// intercepted taking turns; default 4.
+	Rounds int
+	Logger *slog.Logger
 }
 
 // Rate is a connection-rate measurement: connect, 1-byte request, 1-byte
@@ -50,17 +53,26 @@ type Rate struct {
 	PerSec    float64 `json:"conns_per_sec"`
 	P50Micros float64 `json:"p50_us"` // connect + first response byte
 	P99Micros float64 `json:"p99_us"`
+	// CPUMicros is the CPU time (user and system) this process spent per
+	// connection: client, proxy, audit log and server together. Two
+	// vCPUs divided by it is the rate the machine could reach if nothing
+	// else ran.
+	CPUMicros float64 `json:"cpu_us_per_conn"`
 }
 
 // Result compares intercepted with direct.
 type Result struct {
-	BulkDirectMBps float64    `json:"bulk_direct_mb_per_sec"`
-	BulkProxyMBps  float64    `json:"bulk_intercepted_mb_per_sec"`
-	BulkRatio      float64    `json:"bulk_ratio"`
-	Direct         []Rate     `json:"direct"`
-	Intercepted    []Rate     `json:"intercepted"`
-	RateRatio      []float64  `json:"rate_ratio"`
-	Audit          AuditCount `json:"audit"`
+	BulkDirectMBps float64 `json:"bulk_direct_mb_per_sec"`
+	BulkProxyMBps  float64 `json:"bulk_intercepted_mb_per_sec"`
+	BulkRatio      float64 `json:"bulk_ratio"`
+	// BulkDirectCPU and BulkProxyCPU are the CPU time this process spent
+	// per MiB streamed (client, proxy and sink together), in µs.
+	BulkDirectCPU float64    `json:"bulk_direct_cpu_us_per_mib"`
+	BulkProxyCPU  float64    `json:"bulk_intercepted_cpu_us_per_mib"`
+	Direct        []Rate     `json:"direct"`
+	Intercepted   []Rate     `json:"intercepted"`
+	RateRatio     []float64  `json:"rate_ratio"`
+	Audit         AuditCount `json:"audit"`
 }
 
 // AuditCount is what the log recorded during the run.
@@ -79,6 +91,9 @@ func Measure(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	if len(cfg.Clients) == 0 {
 		cfg.Clients = []int{1, 32}
+	}
+	if cfg.Rounds <= 0 {
+		cfg.Rounds = 4
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -137,25 +152,52 @@ func Measure(ctx context.Context, cfg Config) (res Result, err error) {
 
 	direct := dialer{mark: intercept.DefaultBypassMark}
 	proxied := dialer{}
-	if res.BulkDirectMBps, err = bulk(direct, srv.sink, cfg.BulkMiB); err != nil {
-		return res, fmt.Errorf("proxybench: direct bulk: %w", err)
+	// Direct and intercepted alternate in cfg.Rounds slices each, so that
+	// both see the same machine even when other work comes and goes.
+	var bd, bp usage
+	mib := max(cfg.BulkMiB/cfg.Rounds, 1)
+	for range cfg.Rounds {
+		u, err := bulk(direct, srv.sink, mib)
+		if err != nil {
+			return res, fmt.Errorf("proxybench: direct bulk: %w", err)
+		}
+		bd.add(u)
+		if u, err = bulk(proxied, srv.sink, mib); err != nil {
+			return res, fmt.Errorf("proxybench: intercepted bulk: %w", err)
+		}
+		bp.add(u)
 	}
-	if res.BulkProxyMBps, err = bulk(proxied, srv.sink, cfg.BulkMiB); err != nil {
-		return res, fmt.Errorf("proxybench: intercepted bulk: %w", err)
-	}
+	total := float64(mib * cfg.Rounds)
+	res.BulkDirectMBps = total * (1 << 20) / bd.elapsed.Seconds() / 1e6
+	res.BulkProxyMBps = total * (1 << 20) / bp.elapsed.Seconds() / 1e6
+	res.BulkDirectCPU = float64(bd.cpu.Microseconds()) / total
+	res.BulkProxyCPU = float64(bp.cpu.Microseconds()) / total
 	res.BulkRatio = res.BulkProxyMBps / res.BulkDirectMBps
+	slice := max(cfg.Duration/time.Duration(cfg.Rounds), 10*time.Millisecond)
 	for _, n := range cfg.Clients {
-		d, err := rate(ctx, direct, srv.pong, n, cfg.Duration)
+		var d, i usage
+		for range cfg.Rounds {
+			u, err := rate(ctx, direct, srv.pong, n, slice)
+			if err != nil {
+				return res, fmt.Errorf("proxybench: direct rate: %w", err)
+			}
+			d.add(u)
+			if u, err = rate(ctx, proxied, srv.pong, n, slice); err != nil {
+				return res, fmt.Errorf("proxybench: intercepted rate: %w", err)
+			}
+			i.add(u)
+		}
+		dr, err := d.rate(n)
 		if err != nil {
 			return res, fmt.Errorf("proxybench: direct rate: %w", err)
 		}
-		i, err := rate(ctx, proxied, srv.pong, n, cfg.Duration)
+		ir, err := i.rate(n)
 		if err != nil {
 			return res, fmt.Errorf("proxybench: intercepted rate: %w", err)
 		}
-		res.Direct = append(res.Direct, d)
-		res.Intercepted = append(res.Intercepted, i)
-		res.RateRatio = append(res.RateRatio, i.PerSec/d.PerSec)
+		res.Direct = append(res.Direct, dr)
+		res.Intercepted = append(res.Intercepted, ir)
+		res.RateRatio = append(res.RateRatio, ir.PerSec/dr.PerSec)
 	}
 	st := log.Stats()
 	res.Audit = AuditCount{Entries: st.NextSeq - 1, Fsyncs: st.Fsyncs}
@@ -277,38 +319,68 @@ func (d dialer) dial(port uint16) (*net.TCPConn, error) {
 	return c.(*net.TCPConn), nil
 }
 
-// bulk streams mib MiB over one connection and returns MB/s.
-func bulk(d dialer, port uint16, mib int) (float64, error) {
+// usage is what one or more slices of a measurement took.
+type usage struct {
+	n       int64           // connections completed
+	elapsed time.Duration   // wall time
+	cpu     time.Duration   // CPU time of this process
+	lats    []time.Duration // connect + first response byte, per connection
+}
+
+func (u *usage) add(v usage) {
+	u.n += v.n
+	u.elapsed += v.elapsed
+	u.cpu += v.cpu
+	u.lats = append(u.lats, v.lats...)
+}
+
+// rate summarizes the connection-rate slices in u.
+func (u *usage) rate(clients int) (Rate, error) {
+	if len(u.lats) == 0 || u.n == 0 {
+		return Rate{}, errors.New("no connection completed")
+	}
+	slices.Sort(u.lats)
+	pct := func(p float64) float64 { return float64(u.lats[int(p*float64(len(u.lats)-1))]) / 1e3 }
+	n := float64(u.n)
+	return Rate{Clients: clients, PerSec: n / u.elapsed.Seconds(), P50Micros: pct(0.5), P99Micros: pct(0.99),
+		CPUMicros: float64(u.cpu.Microseconds()) / n}, nil
+}
+
+// bulk streams mib MiB over one new connection; the time and CPU to set
+// the connection up are not counted.
+func bulk(d dialer, port uint16, mib int) (usage, error) {
 	c, err := d.dial(port)
 	if err != nil {
-		return 0, err
+		return usage{}, err
 	}
 	defer c.Close()
-	chunk := make([]byte, 1<<20)
+	cpu0 := cpuTime()
 	start := time.Now()
+	chunk := make([]byte, 1<<20)
 	for i := 0; i < mib; i++ {
 		if _, err := c.Write(chunk); err != nil {
-			return 0, err
+			return usage{}, err
 		}
 	}
 	if err := c.CloseWrite(); err != nil {
-		return 0, err
+		return usage{}, err
 	}
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-		return 0, fmt.Errorf("no acknowledgement from the sink: %w", err)
+		return usage{}, fmt.Errorf("no acknowledgement from the sink: %w", err)
 	}
-	return float64(mib<<20) / time.Since(start).Seconds() / 1e6, nil
+	return usage{elapsed: time.Since(start), cpu: cpuTime() - cpu0}, nil
 }
 
 // rate runs clients loops of connect, 1-byte request, 1-byte response,
 // close, for dur.
-func rate(ctx context.Context, d dialer, port uint16, clients int, dur time.Duration) (Rate, error) {
+func rate(ctx context.Context, d dialer, port uint16, clients int, dur time.Duration) (usage, error) {
 	ctx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
 	var wg sync.WaitGroup
 	var total atomic.Int64
 	lats := make([][]time.Duration, clients)
 	errs := make(chan error, clients)
+	cpu0 := cpuTime()
 	start := time.Now()
 	for w := 0; w < clients; w++ {
 		wg.Add(1)
@@ -337,16 +409,19 @@ func rate(ctx context.Context, d dialer, port uint16, clients int, dur time.Dura
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	u := usage{n: total.Load(), elapsed: time.Since(start), cpu: cpuTime() - cpu0, lats: slices.Concat(lats...)}
 	close(errs)
 	if err := <-errs; err != nil {
-		return Rate{}, err
+		return usage{}, err
 	}
-	all := slices.Concat(lats...)
-	slices.Sort(all)
-	if len(all) == 0 {
-		return Rate{}, errors.New("no connection completed")
+	return u, nil
+}
+
+// cpuTime is the CPU time this process used so far, user and system.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
 	}
-	pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))]) / 1e3 }
-	return Rate{Clients: clients, PerSec: float64(total.Load()) / elapsed.Seconds(), P50Micros: pct(0.5), P99Micros: pct(0.99)}, nil
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -143,6 +143,27 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// freePrivilegedPort returns a port below 1024 free on both loopbacks, as
+// the default proxy port is: binding it needs CAP_NET_BIND_SERVICE.
+func freePrivilegedPort(t *testing.T) int {
+	t.Helper()
+	for p := 1023; p >= 900; p-- {
+		l4, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		l6, err := net.Listen("tcp", net.JoinHostPort("::1", strconv.Itoa(p)))
+		l4.Close()
+		if err != nil {
+			continue
+		}
+		l6.Close()
+		return p
+	}
+	t.Fatal("no free port in 900-1023")
+	return 0
+}
+
 // agentProc is a running `vigil agent`.
 type agentProc struct {
 	t       *testing.T
