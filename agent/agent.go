@@ -23,6 +23,7 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/identity"
 	"github.com/vigil-ebpf/vigil/pkg/intercept"
 	"github.com/vigil-ebpf/vigil/pkg/keys"
+	"github.com/vigil-ebpf/vigil/pkg/podinfo"
 	"github.com/vigil-ebpf/vigil/pkg/policy"
 	"github.com/vigil-ebpf/vigil/pkg/proxy"
 	"github.com/vigil-ebpf/vigil/pkg/ship"
@@ -62,6 +63,8 @@ type Config struct {
 
 	Socket string // control API unix socket; "" serves no control API
 
+	Kubernetes  Kubernetes // pod names for identities; see docs/IDENTITY.md
+	podCache    *podinfo.Cache
 	Ship        ShipConfig // off-host sinks; none by default
 	MetricsAddr string     // Prometheus metrics listen address (host:port); "" serves no metrics
 }
@@ -85,7 +88,8 @@ type Agent struct {
 	// kpol remembers the deny tables loaded into the kernel, by generation.
 	kpol kernelPolicy
 
-	ship *ship.Shipper // nil without Config.Ship
+	pods *podinfo.Cache // nil when Kubernetes is off
+	ship *ship.Shipper  // nil without Config.Ship
 
 	netns *workloads // served workload network namespaces; nil without interception or with MaxNetns < 0
 
@@ -123,6 +127,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: policy %s: %w", cfg.PolicyPath, err)
 	}
+	pods, err := openPods(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrPermission) {
 			return nil, fmt.Errorf("agent: cannot create data directory %s: permission denied: run as root or pass --data-dir", cfg.DataDir)
@@ -150,7 +158,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, audit: audit, keyID: id, pubKey: pubPath,
-		policy: policy.NewHolder(pol), policyFromFile: fromFile}
+		policy: policy.NewHolder(pol), policyFromFile: fromFile, pods: pods}
 	if a.ship, err = newShipper(ctx, cfg, func() uint64 { return audit.Stats().DurableSeq }); err != nil {
 		_ = audit.Close(context.WithoutCancel(ctx))
 		return nil, err
@@ -187,9 +195,10 @@ func (a *Agent) startIntercept(ctx context.Context) error {
 		Listen:   []string{fmt.Sprintf("127.0.0.1:%d", cfg.ProxyPort), fmt.Sprintf("[::1]:%d", cfg.ProxyPort)},
 		Resolver: proxy.ResolverFunc(a.lookup),
 		Auditor:  a.audit,
-		Decider:  decider{a.policy},
+		Decider:  decider{a.policy, a.pods},
 		DialMark: intercept.DefaultBypassMark,
 		Logger:   cfg.Logger,
+		Enrich:   a.enrichHook(),
 		L7:       l7Config(),
 	})
 	if err != nil {
@@ -282,6 +291,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		attrs["proxy_port"] = strconv.Itoa(int(a.cfg.ProxyPort))
 		attrs["capture"] = captureString(a.cfg.Capture)
 	}
+	a.podStartAttrs(attrs)
 	if _, err := a.audit.AppendSync(ctx, auditlog.Entry{Type: auditlog.AgentStart, Attrs: attrs}); err != nil {
 		a.abort(ctx)
 		return fmt.Errorf("agent: record start: %w", err)
@@ -298,6 +308,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.watchPolicy(ctx)
 	}()
+	wg.Go(func() { a.runPods(ctx) })
 	a.startStatus(start)
 	wg.Add(1)
 	go func() {
@@ -443,6 +454,7 @@ func (a *Agent) kernelEvent(ctx context.Context, ev intercept.Event) {
 		Attrs:    map[string]string{"path": string(ev.Kind)},
 	}
 	a.netnsAttr(e.Attrs, o)
+	a.kernelIdentity(&e.Identity, info, e.Attrs)
 	if ev.Src.IsValid() {
 		e.Src = ev.Src.String()
 	}

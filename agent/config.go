@@ -26,8 +26,16 @@ type FileConfig struct {
 	Policy    string   `yaml:"policy"`
 	Socket    string   `yaml:"socket"`
 
-	Ship        ShipConfig `yaml:"ship"` // off-host sinks (docs/SHIPPING.md)
-	MetricsAddr string     `yaml:"metrics_addr"`
+	Ship        ShipConfig     `yaml:"ship"` // off-host sinks (docs/SHIPPING.md)
+	MetricsAddr string         `yaml:"metrics_addr"`
+	Kubernetes  FileKubernetes `yaml:"kubernetes"`
+}
+
+// FileKubernetes is the kubernetes: section of the configuration file.
+type FileKubernetes struct {
+	Enabled    string `yaml:"enabled"`    // auto (default), true or false
+	NodeName   string `yaml:"node_name"`  // default: $NODE_NAME
+	Kubeconfig string `yaml:"kubeconfig"` // default: in-cluster service account
 }
 
 // LoadFile reads and strictly decodes a configuration file: unknown keys
@@ -45,6 +53,9 @@ func LoadFile(path string) (FileConfig, error) {
 	}
 	if fc.FailMode != "" && fc.FailMode != FailOpen && fc.FailMode != FailClosed {
 		return fc, fmt.Errorf("agent: config %s: fail_mode %q: want %q or %q", path, fc.FailMode, FailOpen, FailClosed)
+	}
+	if fc.Kubernetes.Enabled, err = parseKubernetesEnabled(fc.Kubernetes.Enabled); err != nil {
+		return fc, fmt.Errorf("agent: config %s: %w", path, err)
 	}
 	return fc, nil
 }

@@ -16,6 +16,10 @@ func TestLoadFile(t *testing.T) {
 		{"unknown key", "data_dir: /d\nfial_mode: open\n", "line 2: field fial_mode not found"},
 		{"bad type", "proxy_port: lots\n", "line 1"},
 		{"bad fail mode", "fail_mode: maybe\n", "want \"open\" or \"closed\""},
+		{"kubernetes", "kubernetes: {enabled: true, node_name: n1, kubeconfig: /k}\n", ""},
+		{"kubernetes auto", "kubernetes: {enabled: auto}\n", ""},
+		{"kubernetes bad enabled", "kubernetes: {enabled: sometimes}\n", "want auto, true or false"},
+		{"kubernetes unknown key", "kubernetes: {node: n1}\n", "field node not found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -25,6 +29,9 @@ func TestLoadFile(t *testing.T) {
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("LoadFile = %v", err)
+				}
+				if tt.name == "kubernetes" && (fc.Kubernetes != FileKubernetes{Enabled: KubernetesOn, NodeName: "n1", Kubeconfig: "/k"}) {
+					t.Errorf("LoadFile = %+v", fc.Kubernetes)
 				}
 				if tt.name == "full" && (fc.ProxyPort != 15002 || fc.FailMode != FailClosed || len(fc.Capture) != 1) {
 					t.Errorf("LoadFile = %+v", fc)

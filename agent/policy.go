@@ -17,6 +17,7 @@ import (
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 	"github.com/vigil-ebpf/vigil/pkg/identity"
 	"github.com/vigil-ebpf/vigil/pkg/intercept"
+	"github.com/vigil-ebpf/vigil/pkg/podinfo"
 	"github.com/vigil-ebpf/vigil/pkg/policy"
 	"github.com/vigil-ebpf/vigil/pkg/proxy"
 )
@@ -49,7 +50,10 @@ func loadPolicy(path string, explicit bool) (p *policy.Policy, fromFile bool, er
 }
 
 // decider adapts the current policy to the proxy's Decider.
-type decider struct{ holder *policy.Holder }
+type decider struct {
+	holder *policy.Holder
+	pods   *podinfo.Cache // nil when Kubernetes is off
+}
 
 // Decide maps a connection to policy.Input and the verdict back.
 func (d decider) Decide(_ context.Context, c *proxy.Conn) proxy.Decision {
@@ -66,6 +70,7 @@ func (d decider) Decide(_ context.Context, c *proxy.Conn) proxy.Decision {
 		Namespace: c.Identity.Namespace,
 		Pod:       c.Identity.Pod,
 	}
+	podInput(d.pods, &in, c.Process.Workload)
 	if p.UsesUsers() { // user.LookupId reads /etc/passwd: not on every connection
 		in.User = userName(c.Origin.UID)
 	}
@@ -296,6 +301,8 @@ func (a *Agent) kernelDeny(ctx context.Context, ev intercept.Event) {
 		Rule:     name,
 		Attrs:    attrs,
 	}
+	a.netnsAttr(e.Attrs, o)
+	a.kernelIdentity(&e.Identity, info, e.Attrs)
 	if ev.Src.IsValid() {
 		e.Src = ev.Src.String()
 	}

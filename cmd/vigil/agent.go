@@ -33,6 +33,9 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "pin-path", Value: agent.DefaultPinPath, Usage: "bpffs directory for fail-closed pins", EnvVars: []string{"VIGIL_PIN_PATH"}},
 			&cli.StringFlag{Name: "policy", Value: agent.DefaultPolicyPath, Usage: "policy file, reloaded on change and SIGHUP (absent default file: allow and record everything)", EnvVars: []string{"VIGIL_POLICY"}},
 			&cli.StringFlag{Name: "socket", Value: api.DefaultSocket, Usage: "control API unix socket (root-only); \"\" disables it", EnvVars: []string{"VIGIL_SOCKET"}},
+			&cli.StringFlag{Name: "kubernetes", Value: agent.KubernetesAuto, Usage: "name the pods of this node: auto (when KUBERNETES_SERVICE_HOST is set), true or false", EnvVars: []string{"VIGIL_KUBERNETES"}},
+			&cli.StringFlag{Name: "node-name", Usage: "this node's Kubernetes name (the downward API's spec.nodeName)", EnvVars: []string{"VIGIL_NODE_NAME", "NODE_NAME"}},
+			&cli.StringFlag{Name: "kubeconfig", Usage: "kubeconfig file (default: the pod's service account)", EnvVars: []string{"VIGIL_KUBECONFIG"}},
 			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on this host:port, e.g. 127.0.0.1:9464 (default: none)", EnvVars: []string{"VIGIL_METRICS_ADDR"}},
 			&cli.BoolFlag{Name: "no-intercept", Hidden: true, Usage: "record agent events only, without BPF or proxy (development)"},
 		},
@@ -109,6 +112,11 @@ func agentConfig(c *cli.Context) (agent.Config, error) {
 		Debug:      c.String("log-level") == "debug",
 	}
 	cfg.PolicyExplicit = c.IsSet("policy") || fc.Policy != ""
+	cfg.Kubernetes = agent.Kubernetes{Enabled: str("kubernetes", fc.Kubernetes.Enabled),
+		NodeName: str("node-name", fc.Kubernetes.NodeName), Kubeconfig: str("kubeconfig", fc.Kubernetes.Kubeconfig)}
+	if v := cfg.Kubernetes.Enabled; v != agent.KubernetesAuto && v != agent.KubernetesOn && v != agent.KubernetesOff {
+		return cfg, usagef("--kubernetes %q: want auto, true or false", v)
+	}
 	cfg.MetricsAddr = str("metrics-addr", fc.MetricsAddr)
 	if cfg.MaxNetns = c.Int("max-netns"); cfg.MaxNetns <= 0 {
 		cfg.MaxNetns = -1

@@ -151,6 +151,9 @@ func TestDaemonSetArgs(t *testing.T) {
 		cfg.PolicyPath != "/etc/vigil/policy.yaml" || cfg.Socket != "/run/vigil/vigil.sock" {
 		t.Errorf("DaemonSet config = %+v", cfg)
 	}
+	if cfg.Kubernetes.Enabled != agent.KubernetesAuto || !env["NODE_NAME"] {
+		t.Errorf("DaemonSet kubernetes = %+v, NODE_NAME in env %v; want auto and NODE_NAME for the pod cache", cfg.Kubernetes, env["NODE_NAME"])
+	}
 
 	for name, p := range map[string]probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
 		t.Run(name, func(t *testing.T) {

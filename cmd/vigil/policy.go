@@ -129,6 +129,8 @@ func policyTestCommand() *cli.Command {
 			&cli.StringFlag{Name: "namespace", Usage: "Kubernetes namespace"},
 			&cli.StringFlag{Name: "pod", Usage: "Kubernetes pod name"},
 			&cli.StringSliceFlag{Name: "label", Usage: "pod label as key=value (repeat for more)"},
+			&cli.StringFlag{Name: "service-account", Usage: "Kubernetes service account of the pod"},
+			&cli.StringFlag{Name: "image", Usage: "container image, as the pod spec names it"},
 			outputFlag("text"),
 		},
 		Action: func(c *cli.Context) error {
@@ -203,6 +205,7 @@ func testInput(c *cli.Context) (policy.Input, error) {
 		Namespace: c.String("namespace"),
 		Pod:       c.String("pod"),
 	}
+	in.ServiceAccount, in.Image = c.String("service-account"), c.String("image")
 	for _, f := range []string{"uid", "gid"} {
 		if c.Uint64(f) > math.MaxUint32 {
 			return in, usagef("--%s %d is out of range (0 to %d)", f, c.Uint64(f), uint64(math.MaxUint32))

@@ -48,6 +48,13 @@ rules:
   - name: labels
     action: audit
     match: {workload: {labels: {tier: "", env: "prod-*"}}}
+  - name: service-accounts
+    action: deny
+    errno: EACCES
+    match: {workload: {serviceAccounts: ["builder", "ci-*"]}, dst: {ports: ["22"]}}
+  - name: images
+    action: audit
+    match: {workload: {images: ["registry.example/debug:*", "busybox"]}}
   - name: v6-any
     action: audit
     match: {dst: {cidr: ["::/0"], ports: ["1-1023"]}}
@@ -107,6 +114,15 @@ func TestDecide(t *testing.T) {
 		{"container other", Input{Dst: dst("192.0.2.1:443"), Container: "deadbeef0"}, DefaultRule, Allow, 0},
 		{"labels", Input{Dst: dst("192.0.2.1:443"), Labels: map[string]string{"tier": "", "env": "prod-eu"}}, "labels", Audit, 0},
 		{"labels one missing", Input{Dst: dst("192.0.2.1:443"), Labels: map[string]string{"env": "prod-eu"}}, DefaultRule, Allow, 0},
+		{"service account", Input{Dst: dst("192.0.2.1:22"), ServiceAccount: "builder"}, "service-accounts", Deny, syscall.EACCES},
+		{"service account pattern", Input{Dst: dst("192.0.2.1:22"), ServiceAccount: "ci-runner"}, "service-accounts", Deny, syscall.EACCES},
+		{"service account other port", Input{Dst: dst("192.0.2.1:23"), ServiceAccount: "builder"}, DefaultRule, Allow, 0},
+		{"service account other", Input{Dst: dst("192.0.2.1:22"), ServiceAccount: "default"}, DefaultRule, Allow, 0},
+		{"service account unknown", Input{Dst: dst("192.0.2.1:22")}, DefaultRule, Allow, 0},
+		{"image pattern", Input{Dst: dst("192.0.2.1:443"), Image: "registry.example/debug:1.0"}, "images", Audit, 0},
+		{"image exact", Input{Dst: dst("192.0.2.1:443"), Image: "busybox"}, "images", Audit, 0},
+		{"image other tag is another image", Input{Dst: dst("192.0.2.1:443"), Image: "busybox:1.36"}, DefaultRule, Allow, 0},
+		{"image unknown", Input{Dst: dst("192.0.2.1:443")}, DefaultRule, Allow, 0},
 		{"v6 any low port", Input{Dst: dst("[2001:db8::1]:22")}, "v6-any", Audit, 0},
 		{"v6 any v4", Input{Dst: dst("192.0.2.1:22")}, DefaultRule, Allow, 0},
 		{"first match wins", Input{Dst: dst("10.1.2.3:5432"), Comm: "nc", UID: 1000, GID: 100}, "db-deny", Deny, syscall.ECONNREFUSED},

@@ -15,18 +15,20 @@ type gen struct{ r *rand.Rand }
 func newGen(seed uint64) *gen { return &gen{rand.New(rand.NewPCG(seed, 7))} }
 
 var pools = map[string][]any{
-	"cidr":       {"10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3", "192.168.0.0/16", "0.0.0.0/0", "fd00::/8", "fd00:1::/32", "::/0", "fd00:1::5"},
-	"ports":      {"80", "443", "1-1024", "5432", "6000-6010", "65535", "1", "80-443"},
-	"names":      {"db.internal", "*.corp.example", "a.corp.example", "x?.io", "[ab].io"},
-	"uids":       {0, 1000, "1000-1999", 65534, "0-4294967295"},
-	"gids":       {0, 100, "100-200"},
-	"users":      {"app", "root", "a*"},
-	"comm":       {"psql", "curl", "p*", "c?rl"},
-	"exe":        {"/usr/bin/psql", "/usr/bin/*", "/bin/?url"},
-	"cgroup":     {"/system.slice/*.service", "/system.slice/a.service", "/kubepods/x"},
-	"container":  {"3f9a*", "3f9abc", "deadbeef"},
-	"namespaces": {"payments", "default", "pay*"},
-	"pods":       {"api-1", "api-*", "web-0"},
+	"cidr":            {"10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3", "192.168.0.0/16", "0.0.0.0/0", "fd00::/8", "fd00:1::/32", "::/0", "fd00:1::5"},
+	"ports":           {"80", "443", "1-1024", "5432", "6000-6010", "65535", "1", "80-443"},
+	"names":           {"db.internal", "*.corp.example", "a.corp.example", "x?.io", "[ab].io"},
+	"uids":            {0, 1000, "1000-1999", 65534, "0-4294967295"},
+	"gids":            {0, 100, "100-200"},
+	"users":           {"app", "root", "a*"},
+	"comm":            {"psql", "curl", "p*", "c?rl"},
+	"exe":             {"/usr/bin/psql", "/usr/bin/*", "/bin/?url"},
+	"cgroup":          {"/system.slice/*.service", "/system.slice/a.service", "/kubepods/x"},
+	"container":       {"3f9a*", "3f9abc", "deadbeef"},
+	"namespaces":      {"payments", "default", "pay*"},
+	"pods":            {"api-1", "api-*", "web-0"},
+	"serviceAccounts": {"default", "api", "ci-*"},
+	"images":          {"busybox", "registry.example/api:*", "nginx:1.27"},
 }
 
 var inputPools = struct {
@@ -34,18 +36,21 @@ var inputPools = struct {
 	ports, ids                                     []uint32
 	names, users, comms, exes, cgroups, containers []string
 	namespaces, pods                               []string
+	serviceAccounts, images                        []string
 }{
-	addrs:      []string{"10.1.2.3", "10.1.2.4", "10.1.9.9", "10.200.0.1", "192.168.1.1", "8.8.8.8", "fd00::1", "fd00:1::5", "fd00:1::6", "2001:db8::1", "::ffff:10.1.2.3", "0.0.0.0", ""},
-	ports:      []uint32{0, 1, 22, 80, 443, 444, 1024, 1025, 5432, 6000, 6005, 6011, 65535},
-	ids:        []uint32{0, 1, 100, 150, 1000, 1500, 2000, 65534, 4294967295},
-	names:      []string{"", "db.internal", "DB.internal.", "a.corp.example", "b.corp.example", "x1.io", "a.io", "c.io"},
-	users:      []string{"", "app", "root", "alice", "bob"},
-	comms:      []string{"", "psql", "curl", "cxrl", "python3"},
-	exes:       []string{"", "/usr/bin/psql", "/usr/bin/curl", "/bin/curl", "/usr/local/bin/x"},
-	cgroups:    []string{"", "/system.slice/a.service", "/system.slice/b.service", "/kubepods/x", "/kubepods/y/z"},
-	containers: []string{"", "3f9abc", "3f9a00", "deadbeef", "cafe"},
-	namespaces: []string{"", "payments", "payroll", "default", "kube-system"},
-	pods:       []string{"", "api-1", "api-2", "web-0", "db-0"},
+	addrs:           []string{"10.1.2.3", "10.1.2.4", "10.1.9.9", "10.200.0.1", "192.168.1.1", "8.8.8.8", "fd00::1", "fd00:1::5", "fd00:1::6", "2001:db8::1", "::ffff:10.1.2.3", "0.0.0.0", ""},
+	ports:           []uint32{0, 1, 22, 80, 443, 444, 1024, 1025, 5432, 6000, 6005, 6011, 65535},
+	ids:             []uint32{0, 1, 100, 150, 1000, 1500, 2000, 65534, 4294967295},
+	names:           []string{"", "db.internal", "DB.internal.", "a.corp.example", "b.corp.example", "x1.io", "a.io", "c.io"},
+	users:           []string{"", "app", "root", "alice", "bob"},
+	comms:           []string{"", "psql", "curl", "cxrl", "python3"},
+	exes:            []string{"", "/usr/bin/psql", "/usr/bin/curl", "/bin/curl", "/usr/local/bin/x"},
+	cgroups:         []string{"", "/system.slice/a.service", "/system.slice/b.service", "/kubepods/x", "/kubepods/y/z"},
+	containers:      []string{"", "3f9abc", "3f9a00", "deadbeef", "cafe"},
+	namespaces:      []string{"", "payments", "payroll", "default", "kube-system"},
+	pods:            []string{"", "api-1", "api-2", "web-0", "db-0"},
+	serviceAccounts: []string{"", "default", "api", "ci-runner"},
+	images:          []string{"", "busybox", "registry.example/api:2", "nginx:1.27", "nginx:1.28"},
 }
 
 func (g *gen) pick(l []any, max int) []any {
@@ -123,7 +128,8 @@ func (g *gen) input() Input {
 		dst = netip.AddrPortFrom(netip.MustParseAddr(a), uint16(u(p.ports)))
 	}
 	in := Input{Dst: dst, Name: s(p.names), UID: u(p.ids), GID: u(p.ids), User: s(p.users), Comm: s(p.comms),
-		Exe: s(p.exes), Cgroup: s(p.cgroups), Container: s(p.containers), Namespace: s(p.namespaces), Pod: s(p.pods)}
+		Exe: s(p.exes), Cgroup: s(p.cgroups), Container: s(p.containers), Namespace: s(p.namespaces), Pod: s(p.pods),
+		ServiceAccount: s(p.serviceAccounts), Image: s(p.images)}
 	switch g.r.IntN(4) {
 	case 0:
 		in.Labels = map[string]string{"app": "api"}

@@ -10,14 +10,16 @@ import (
 // String fields a rule can match, in the order of matcher.str and
 // input.str.
 const (
-	fNames      = iota // dst.names
-	fUsers             // workload.users
-	fComm              // workload.comm
-	fExe               // workload.exe
-	fCgroup            // workload.cgroup
-	fContainer         // workload.container
-	fNamespaces        // workload.namespaces
-	fPods              // workload.pods
+	fNames           = iota // dst.names
+	fUsers                  // workload.users
+	fComm                   // workload.comm
+	fExe                    // workload.exe
+	fCgroup                 // workload.cgroup
+	fContainer              // workload.container
+	fNamespaces             // workload.namespaces
+	fPods                   // workload.pods
+	fServiceAccounts        // workload.serviceAccounts
+	fImages                 // workload.images
 	numStr
 )
 
@@ -31,7 +33,7 @@ const (
 )
 
 // strFieldNames are the YAML paths of the string fields, for messages.
-var strFieldNames = [numStr]string{"dst.names", "workload.users", "workload.comm", "workload.exe", "workload.cgroup", "workload.container", "workload.namespaces", "workload.pods"}
+var strFieldNames = [numStr]string{"dst.names", "workload.users", "workload.comm", "workload.exe", "workload.cgroup", "workload.container", "workload.namespaces", "workload.pods", "workload.serviceAccounts", "workload.images"}
 
 // smallSet is how many literal values a strSet scans linearly before it
 // uses a map.
@@ -351,7 +353,7 @@ func normalize(in *Input) input {
 	n := input{
 		addr:   in.Dst.Addr().Unmap().WithZone(""),
 		num:    [numNum]uint64{uint64(in.Dst.Port()), uint64(in.UID), uint64(in.GID)},
-		str:    [numStr]string{normName(in.Name), in.User, in.Comm, in.Exe, in.Cgroup, in.Container, in.Namespace, in.Pod},
+		str:    [numStr]string{normName(in.Name), in.User, in.Comm, in.Exe, in.Cgroup, in.Container, in.Namespace, in.Pod, in.ServiceAccount, in.Image},
 		labels: in.Labels,
 	}
 	return n

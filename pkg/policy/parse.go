@@ -29,7 +29,7 @@ var (
 	ruleFields     = []string{"name", "action", "errno", "match", "not", "l7"}
 	matchFields    = []string{"dst", "workload"}
 	dstFields      = []string{"cidr", "ports", "names"}
-	workloadFields = []string{"uids", "gids", "users", "comm", "exe", "cgroup", "container", "namespaces", "pods", "labels"}
+	workloadFields = []string{"uids", "gids", "users", "comm", "exe", "cgroup", "container", "namespaces", "pods", "labels", "serviceAccounts", "images"}
 )
 
 // ruleSpec is a rule as read from the file.
@@ -517,6 +517,10 @@ func (p *parser) matcher(n *yaml.Node, field string, m *matcher) bool {
 					p.strings(v, f, fNamespaces, &m.str[fNamespaces], `["payments"]`)
 				case "pods":
 					p.strings(v, f, fPods, &m.str[fPods], `["api-*"]`)
+				case "serviceAccounts":
+					p.strings(v, f, fServiceAccounts, &m.str[fServiceAccounts], `["api"]`)
+				case "images":
+					p.strings(v, f, fImages, &m.str[fImages], `["registry.example/api:*"]`)
 				case "labels":
 					p.labels(v, f, m)
 				}

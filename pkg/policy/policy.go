@@ -109,6 +109,9 @@ type Input struct {
 	Namespace string            // Kubernetes namespace of Pod
 	Pod       string            // Kubernetes pod name
 	Labels    map[string]string // Kubernetes pod labels
+
+	ServiceAccount string // Kubernetes service account of Pod
+	Image          string // image of the container, as the pod spec names it ("registry.example/api:1.4")
 }
 
 // ParseLabel splits "key=value" (value may be empty).

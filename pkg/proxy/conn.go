@@ -102,6 +102,10 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, src *Source) {
 			e.Attrs[k] = v
 		}
 	}
+	if p.cfg.Enrich != nil {
+		p.cfg.Enrich(conn, e.Attrs)
+		e.Identity = conn.Identity
+	}
 	if !origin.Dst.IsValid() || p.isOwnAddr(origin.Dst) {
 		e.Rule = RuleLoop
 		p.refuse(ctx, s, e)
@@ -333,6 +337,11 @@ func IdentityOf(o intercept.Origin, info identity.Info) auditlog.Identity {
 	}
 }
 
+// IdentityAttrs are the attributes an entry of a caller carries for what
+// auditlog.Identity has no field for (pod UID, systemd unit, session), as
+// the proxy records them; for entries of events the proxy does not see.
+func IdentityAttrs(info identity.Info) map[string]string { return identityAttrs(info) }
+
 // identityAttrs carries what auditlog.Identity has no field for.
 func identityAttrs(info identity.Info) map[string]string {
 	m := make(map[string]string, 8)
@@ -341,6 +350,12 @@ func identityAttrs(info identity.Info) map[string]string {
 	}
 	if info.Unit != "" {
 		m["unit"] = info.Unit
+	}
+	if info.Session != "" {
+		m["session"] = info.Session
+	}
+	if info.UserUID != "" {
+		m["user_slice"] = info.UserUID
 	}
 	if !info.Complete {
 		m["identity"] = "partial" // the process exited or /proc was unreadable

@@ -108,6 +108,12 @@ type Config struct {
 	IdleTimeout      time.Duration
 	Logger           *slog.Logger // default: discard
 	IdentityProcRoot string       // /proc of the host pid namespace; default "/proc"
+	// Enrich, when set, adds to a connection's identity what /proc does
+	// not tell (the Kubernetes pod), before the Decider sees it and the
+	// entry is written; attrs are the entry's attributes, to add to. It
+	// runs on the connection's goroutine before anything is relayed, so it
+	// must not block: memory reads only.
+	Enrich func(c *Conn, attrs map[string]string)
 	// IdentityCacheTTL is how long what /proc said about a process is
 	// reused for its next connections (identity.Cache: same pid, start
 	// time, comm and cgroup); default identity.DefaultCacheTTL. Negative
