@@ -347,3 +347,49 @@ func (vr *verifyRun) pruned(ctx context.Context, segs []segmentFile) error {
 	vr.rep.UnshippedPruned = p.Type == LogGap
 	return nil
 }
+
+// PrunedThrough returns the last seq removed from the log in dir by
+// retention, as its prune record states (0 when the log starts at seq 1).
+// It does not check the record's signature: Verify does.
+func PrunedThrough(ctx context.Context, dir string) (uint64, error) {
+	segs, err := listSegments(dir)
+	if err != nil || len(segs) == 0 || segs[0].FirstSeq == 1 {
+		return 0, err
+	}
+	p, ok, err := findPrunePoint(ctx, segs, segs[0].FirstSeq-1)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, fmt.Errorf("auditlog: the log starts at seq %d and no prune record covers seqs before it: run vigil verify", segs[0].FirstSeq)
+	}
+	return p.Last, nil
+}
+
+// treeStart returns the Merkle range to extend, and the seq of its next
+// leaf, for a computation over the first size entries of the log in dir:
+// empty at seq 1, or the range a prune record gives.
+func treeStart(ctx context.Context, dir string, size uint64) (*compact.Range, uint64, error) {
+	segs, err := listSegments(dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(segs) == 0 || segs[0].FirstSeq == 1 {
+		return rangeFactory.NewEmptyRange(0), 1, nil
+	}
+	p, ok, err := findPrunePoint(ctx, segs, segs[0].FirstSeq-1)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !ok {
+		return nil, 0, fmt.Errorf("auditlog: the log starts at seq %d and no prune record covers seqs before it: run vigil verify", segs[0].FirstSeq)
+	}
+	if size < p.Last {
+		return nil, 0, fmt.Errorf("auditlog: the log was pruned through seq %d, so the tree of its first %d entries cannot be computed here: use the shipped archive", p.Last, size)
+	}
+	r, err := p.tree()
+	if err != nil {
+		return nil, 0, fmt.Errorf("auditlog: prune record %d: %w", p.Seq, err)
+	}
+	return r, p.Last + 1, nil
+}

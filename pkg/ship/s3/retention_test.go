@@ -127,6 +127,23 @@ func TestRetentionDeletesOnlyShippedSegments(t *testing.T) {
 	if rep.PrunedThrough != st.PrunedThrough || rep.FirstSeq != st.PrunedThrough+1 {
 		t.Fatalf("verify: pruned through %d, first seq %d; retention pruned through %d", rep.PrunedThrough, rep.FirstSeq, st.PrunedThrough)
 	}
+	// The pruned local log still proves it extends the newest checkpoint
+	// that left the host.
+	note, err := os.ReadFile(filepath.Join(dir, auditlog.CheckpointFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := l.Signer.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := ship.OpenCheckpoint(note, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ship.CheckExtends(ctx, dir, rep.LastSeq, ck); err != nil {
+		t.Fatalf("CheckExtends(pruned log, its own checkpoint) = %v", err)
+	}
 }
 
 func TestRetentionDropsUnshippedWithGapRecord(t *testing.T) {
