@@ -393,3 +393,26 @@ func treeStart(ctx context.Context, dir string, size uint64) (*compact.Range, ui
 	}
 	return r, p.Last + 1, nil
 }
+
+// prunedBase returns the Merkle range and size that recovery resumes from
+// in a pruned log holding no checkpoint: those of the prune record that
+// vouches for its start, whose anchor the first segment must continue.
+func prunedBase(ctx context.Context, segs []segmentFile) (*compact.Range, uint64, error) {
+	name := filepath.Base(segs[0].Path)
+	p, ok, err := findPrunePoint(ctx, segs, segs[0].FirstSeq-1)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !ok {
+		return nil, 0, &CorruptError{Segment: name, Seq: segs[0].FirstSeq, Reason: "the log does not start at seq 1 and neither a checkpoint nor a prune record covers the missing start"}
+	}
+	h, err := readHeaderFile(segs[0].Path)
+	if err != nil || h.PrevHash != p.Anchor {
+		return nil, 0, &CorruptError{Segment: name, Seq: segs[0].FirstSeq, Reason: fmt.Sprintf("the segment does not continue the chain hash that prune record %d gives", p.Seq)}
+	}
+	tree, err := p.tree()
+	if err != nil {
+		return nil, 0, &CorruptError{Segment: name, Seq: p.Seq, Reason: "prune record: " + err.Error()}
+	}
+	return tree, p.Last, nil
+}

@@ -266,10 +266,7 @@ func TestPruneCrashBetweenRecordAndDelete(t *testing.T) {
 	if rep := mustVerify(t, dir, sv); rep.FirstSeq != 1 {
 		t.Fatalf("first seq = %d; want 1", rep.FirstSeq)
 	}
-	l := openPruneLog(t, dir, sv)
-	if err := l.FinishPrune(ctx); err != nil {
-		t.Fatal(err)
-	}
+	l := openPruneLog(t, dir, sv) // Open finishes the prune
 	if _, err := os.Stat(filepath.Join(dir, seg)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("segment %s survived the restart: %v", seg, err)
 	}
@@ -300,5 +297,41 @@ func TestFinishPruneKeepsSegmentWithoutRecord(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, seg)); err != nil {
 		t.Fatalf("segment without a prune record was deleted: %v", err)
+	}
+}
+
+// TestRecoverPrunedLogWithoutCheckpoint: with no checkpoint left in a
+// pruned log, recovery resumes the tree from the prune record.
+func TestRecoverPrunedLogWithoutCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	sv := testSigner(t)
+	dir := t.TempDir()
+	l := openPruneLog(t, dir, sv)
+	appendN(t, l, 60)
+	if _, err := l.Prune(ctx, PruneRequest{Segment: oldestSegment(t, dir)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Drop every checkpoint record (they are optional to the chain).
+	for _, p := range segmentPaths(t, dir) {
+		data, frames := walkFrames(t, p)
+		out := append([]byte(nil), data[:frames[0].off]...)
+		for _, f := range frames {
+			if f.kind != kindCheckpoint {
+				out = append(out, data[f.off:f.end()]...)
+			}
+		}
+		writeFile(t, p, out)
+	}
+	os.Remove(filepath.Join(dir, CheckpointFile))
+	l = openPruneLog(t, dir, sv)
+	appendN(t, l, 5)
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rep := mustVerify(t, dir, sv); rep.Checkpoints == 0 || rep.PrunedThrough == 0 {
+		t.Fatalf("report %+v; want a checkpoint after recovery and the prune point", rep)
 	}
 }
