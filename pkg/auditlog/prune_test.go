@@ -335,3 +335,57 @@ func TestRecoverPrunedLogWithoutCheckpoint(t *testing.T) {
 		t.Fatalf("report %+v; want a checkpoint after recovery and the prune point", rep)
 	}
 }
+
+// TestPruneRangeIsChecked: a prune record whose compact range does not
+// match the removed entries (signed, as a faulty writer would) makes the
+// next checkpoint fail: the range is what later roots are computed from.
+func TestPruneRangeIsChecked(t *testing.T) {
+	ctx := context.Background()
+	sv := testSigner(t)
+	dir := t.TempDir()
+	l := openPruneLog(t, dir, sv)
+	appendN(t, l, 60)
+	seg := oldestSegment(t, dir)
+	e, path, _, err := l.preparePrune(ctx, PruneRequest{Segment: seg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashes := strings.Split(e.Attrs[PruneRange], ",")
+	hashes[0] = strings.Repeat("ab", 32)
+	e.Attrs[PruneRange] = strings.Join(hashes, ",")
+	if _, err := l.AppendSync(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 5)
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Verify(ctx, dir, sv, VerifyOptions{})
+	var ve *VerifyError
+	if !errors.As(err, &ve) || ve.Kind != BadCheckpoint {
+		t.Fatalf("Verify(wrong prune range) = %v; want bad-checkpoint", err)
+	}
+}
+
+func FuzzParsePrunePoint(f *testing.F) {
+	h := strings.Repeat("00", 32)
+	f.Add("1", "3", h, h+","+h)
+	f.Add("5", "4", h, h)
+	f.Add("1", "18446744073709551615", "zz", "")
+	f.Fuzz(func(t *testing.T, first, last, anchor, rng string) {
+		e := Entry{Seq: 100, Type: LogPrune, Attrs: map[string]string{PruneFirst: first, PruneLast: last, PruneAnchor: anchor, PruneRange: rng}}
+		p, ok, err := parsePrunePoint(&e)
+		if !ok || err != nil {
+			return
+		}
+		if p.Last == 0 || p.Last >= e.Seq || p.First > p.Last {
+			t.Fatalf("accepted range %d..%d in record %d", p.First, p.Last, e.Seq)
+		}
+		if _, err := p.tree(); err != nil {
+			t.Fatalf("accepted a range that does not make a tree: %v", err)
+		}
+	})
+}
