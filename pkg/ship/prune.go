@@ -138,10 +138,7 @@ func (rt *retainer) pass(ctx context.Context) error {
 			rt.st.DroppedUnshipped += res.Last - res.First + 1
 		}
 		rt.mu.Unlock()
-		if req.Unshipped {
-			rt.s.cfg.Logger.Error("deleted unshipped audit entries to stay within max_bytes", "first", res.First, "last", res.Last,
-				"segment", seg.Name, "missing", missing, "record", res.RecordSeq)
-		}
+		// auditlog logs each removal (an error for an unshipped one).
 	}
 }
 
@@ -149,7 +146,8 @@ func (rt *retainer) pass(ctx context.Context) error {
 func (rt *retainer) report(total int64, blocked string) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	if blocked != "" && blocked != rt.st.Blocked {
+	// Once per episode: the message changes with every byte written.
+	if blocked != "" && rt.st.Blocked == "" {
 		rt.s.cfg.Logger.Warn("local log over its retention budget", "reason", blocked)
 	}
 	rt.st.LocalBytes, rt.st.Blocked = total, blocked
