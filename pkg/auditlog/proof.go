@@ -132,6 +132,9 @@ func forEachLeafFrom(ctx context.Context, dir string, from, size uint64, fn func
 		if r.Entry.Seq > size {
 			return ErrStop
 		}
+		if r.Entry.Seq != next && next == from && from == 1 {
+			return fmt.Errorf("auditlog: the log starts at seq %d (older entries were pruned or are missing): a proof over them needs the shipped archive", r.Entry.Seq)
+		}
 		if r.Entry.Seq != next {
 			return fmt.Errorf("auditlog: expected seq %d, found %d: run vigil verify", next, r.Entry.Seq)
 		}
