@@ -155,6 +155,10 @@ func (l *Log) Prune(ctx context.Context, req PruneRequest) (PruneResult, error) 
 	if req.Unshipped && req.Reason == "" {
 		return res, errors.New("auditlog: prune: an unshipped segment needs a reason")
 	}
+	// A failing log would refuse the record (and count it as lost).
+	if err := l.Stats().Err; err != nil {
+		return res, fmt.Errorf("auditlog: prune: the log cannot be written now, so nothing is removed: %w", err)
+	}
 	if err := l.FinishPrune(ctx); err != nil {
 		return res, err
 	}
