@@ -159,7 +159,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, audit: audit, keyID: id, pubKey: pubPath,
 		policy: policy.NewHolder(pol), policyFromFile: fromFile, pods: pods}
-	if a.ship, err = newShipper(ctx, cfg, func() uint64 { return audit.Stats().DurableSeq }); err != nil {
+	if a.ship, err = newShipper(ctx, cfg, audit); err != nil {
 		_ = audit.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}

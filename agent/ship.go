@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/nats-io/nats.go"
+	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 	"github.com/vigil-ebpf/vigil/pkg/ship"
 	"github.com/vigil-ebpf/vigil/pkg/ship/jsonl"
 	vnats "github.com/vigil-ebpf/vigil/pkg/ship/nats"
@@ -19,10 +22,36 @@ import (
 // log goes off the host (docs/SHIPPING.md). Each list may hold several
 // sinks; every sink needs a distinct name (it names its cursor file).
 type ShipConfig struct {
-	Interval string            `yaml:"interval"` // how often to look for new data; default 1s
-	S3       []S3SinkConfig    `yaml:"s3"`
-	NATS     []NATSSinkConfig  `yaml:"nats"`
-	JSONL    []JSONLSinkConfig `yaml:"jsonl"`
+	Interval  string            `yaml:"interval"` // how often to look for new data; default 1s
+	S3        []S3SinkConfig    `yaml:"s3"`
+	NATS      []NATSSinkConfig  `yaml:"nats"`
+	JSONL     []JSONLSinkConfig `yaml:"jsonl"`
+	Retention RetentionConfig   `yaml:"retention"` // local retention; default keep everything
+}
+
+// RetentionConfig bounds the local log (docs/SHIPPING.md, "Local
+// retention"): over MaxBytes, the oldest sealed segments that every sink
+// confirmed are removed, each after a signed log.prune entry.
+type RetentionConfig struct {
+	// MaxBytes is a size such as 10GiB or 500MB; "" or 0 keeps everything.
+	MaxBytes string `yaml:"max_bytes"`
+	// DropUnshipped removes unshipped segments too (each behind a log.gap
+	// entry) when the log is over MaxBytes; by default retention waits for
+	// the sinks and reports the backlog instead.
+	DropUnshipped bool `yaml:"drop_unshipped"`
+}
+
+// parse returns the budget in bytes.
+func (c RetentionConfig) parse() (int64, error) {
+	s := strings.TrimSpace(c.MaxBytes)
+	if s == "" {
+		return 0, nil
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n > math.MaxInt64 {
+		return 0, fmt.Errorf("agent: ship retention max_bytes %q: want a size such as 10GiB or 500MB, or 0 to keep everything", c.MaxBytes)
+	}
+	return int64(n), nil
 }
 
 // S3SinkConfig ships sealed segments and checkpoints to S3 with Object Lock.
@@ -65,10 +94,19 @@ func (c ShipConfig) empty() bool { return len(c.S3)+len(c.NATS)+len(c.JSONL) == 
 // newShipper builds the configured sinks and checks each destination, so
 // a bucket that could lose data or a stream with limits stops the agent at
 // start with the reason. It returns nil when nothing is configured.
-func newShipper(ctx context.Context, cfg Config, durable func() uint64) (*ship.Shipper, error) {
+func newShipper(ctx context.Context, cfg Config, audit *auditlog.Log) (*ship.Shipper, error) {
 	sc := cfg.Ship
+	maxBytes, err := sc.Retention.parse()
+	if err != nil {
+		return nil, err
+	}
 	if sc.empty() {
-		return nil, nil
+		if maxBytes > 0 && !sc.Retention.DropUnshipped {
+			return nil, errors.New("agent: ship retention max_bytes is set but no sink is configured, so nothing is ever shipped: configure a sink, or set drop_unshipped: true to delete unshipped entries (each deletion recorded as a log.gap entry)")
+		}
+		if maxBytes == 0 {
+			return nil, nil
+		}
 	}
 	host := cfg.Host
 	if host == "" {
@@ -142,8 +180,13 @@ func newShipper(ctx context.Context, cfg Config, durable func() uint64) (*ship.S
 		}
 		sinks = append(sinks, k)
 	}
+	ret := ship.Retention{MaxBytes: maxBytes, DropUnshipped: sc.Retention.DropUnshipped}
+	if maxBytes > 0 {
+		ret.Pruner = audit
+	}
 	sh, err := ship.New(ship.Config{Dir: cfg.DataDir, Host: host, Interval: interval,
-		Logger: cfg.Logger.With("component", "ship"), Durable: durable}, sinks...)
+		Logger: cfg.Logger.With("component", "ship"), Retention: ret,
+		Durable: func() uint64 { return audit.Stats().DurableSeq }}, sinks...)
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("agent: %w", err)
@@ -162,6 +205,15 @@ func (a *Agent) ShipStatus() []ship.SinkStatus {
 		return nil
 	}
 	return a.ship.Status()
+}
+
+// RetentionStatus reports local retention; ok=false when it is not
+// configured.
+func (a *Agent) RetentionStatus() (ship.RetentionStatus, bool) {
+	if a.ship == nil {
+		return ship.RetentionStatus{}, false
+	}
+	return a.ship.RetentionStatus()
 }
 
 // stopShip makes a last pass after the log was closed, so the final

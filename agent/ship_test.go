@@ -131,3 +131,40 @@ func TestAgentShipsOffHost(t *testing.T) {
 		t.Fatalf("jsonl entries %v, last checkpoint %d; want agent.start..agent.stop and checkpoint %d", types, ckpt, last)
 	}
 }
+
+func TestRetentionConfig(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "vigil.yaml")
+	os.WriteFile(p, []byte("ship:\n  retention:\n    max_bytes: 10GiB\n    drop_unshipped: true\n"), 0o600)
+	fc, err := LoadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := fc.Ship.Retention; r.MaxBytes != "10GiB" || !r.DropUnshipped {
+		t.Fatalf("retention section = %+v", r)
+	}
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"", 0, true},
+		{"0", 0, true},
+		{"10GiB", 10 << 30, true},
+		{"500MB", 500e6, true},
+		{"1048576", 1 << 20, true},
+		{"ten gigs", 0, false},
+		{"-1GiB", 0, false},
+	}
+	for _, tc := range tests {
+		got, err := RetentionConfig{MaxBytes: tc.in}.parse()
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("parse(%q) = %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+	// A budget without any sink would only ever drop unshipped data.
+	_, err = newShipper(context.Background(), Config{DataDir: t.TempDir(), Host: "h",
+		Ship: ShipConfig{Retention: RetentionConfig{MaxBytes: "1GiB"}}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "no sink is configured") {
+		t.Fatalf("newShipper(retention without sinks) = %v; want a refusal", err)
+	}
+}

@@ -91,6 +91,8 @@ type StatusResponse struct {
 	Proxy    *ProxyStatus  `json:"proxy,omitempty"`  // nil without interception
 	Kernel   *KernelStatus `json:"kernel,omitempty"` // nil without interception
 	Shipping []SinkStatus  `json:"shipping"`         // one per sink; empty when nothing ships
+	// Retention is local retention (ship.retention); nil when unbounded.
+	Retention *ship.RetentionStatus `json:"retention,omitempty"`
 
 	Healthy  bool     `json:"healthy"`
 	Problems []string `json:"problems"` // why not healthy; empty when healthy
@@ -336,6 +338,10 @@ func (a *Agent) buildStatus(now time.Time) StatusResponse {
 		r.Shipping = append(r.Shipping, a.ship.Status()...)
 	}
 	h.sinks = r.Shipping
+	if rs, ok := a.RetentionStatus(); ok {
+		r.Retention = &rs
+		h.retentionBlocked = rs.Blocked
+	}
 	r.Problems = h.problems()
 	r.Healthy = len(r.Problems) == 0
 	return r
@@ -382,6 +388,8 @@ type health struct {
 	eventsLost    uint64   // kernel events dropped since start (ring buffer full)
 	mapFull       uint64   // connections let through unredirected since start (origin map full)
 	sinks         []SinkStatus
+	// retentionBlocked says why the log stays over its local budget.
+	retentionBlocked string
 }
 
 // problems lists, one sentence each, what makes the agent unhealthy.
@@ -410,6 +418,9 @@ func (h health) problems() []string {
 	}
 	if h.mapFull > 0 {
 		p = append(p, fmt.Sprintf("%d connections let through unaudited since the agent started (origin map full)", h.mapFull))
+	}
+	if h.retentionBlocked != "" {
+		p = append(p, "local retention is over budget: "+h.retentionBlocked)
 	}
 	for _, s := range h.sinks {
 		if s.LastError != "" {

@@ -133,6 +133,14 @@ func printStatus(out io.Writer, s agent.StatusResponse) {
 		}
 		row(k, "%s (%s): shipped to seq %d, backlog %d entries (%s), lag %.0fs, %s", sk.Name, sk.Kind, sk.LastSeq, sk.BacklogEntries, byteSize(sk.BacklogBytes), sk.LagSeconds, state)
 	}
+	if r := s.Retention; r != nil {
+		state := "ok"
+		if r.Blocked != "" {
+			state = "BLOCKED " + r.Blocked
+		}
+		row("retention", "%s of %s on the host, %d segments pruned, %d entries dropped unshipped, %s",
+			byteSize(r.LocalBytes), byteSize(r.MaxBytes), r.PrunedSegments, r.DroppedUnshipped, state)
+	}
 	_ = w.Flush()
 	if len(s.Problems) > 0 {
 		fmt.Fprintln(out, "problems:")

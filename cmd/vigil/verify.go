@@ -180,6 +180,13 @@ func printReport(c *cli.Context, rep *auditlog.Report, ve *auditlog.VerifyError,
 	}
 	fmt.Fprintf(w, "OK   %s\n", rep.Dir)
 	fmt.Fprintf(w, "  entries      %d (seq %d..%d) in %d segments\n", rep.Entries, rep.FirstSeq, rep.LastSeq, rep.Segments)
+	if rep.PrunedThrough > 0 {
+		how := "log.prune"
+		if rep.UnshippedPruned {
+			how = "log.gap: the last segment removed had NO off-host copy"
+		}
+		fmt.Fprintf(w, "  pruned       seqs 1..%d removed by local retention (%s, seq %d)\n", rep.PrunedThrough, how, rep.PruneRecord)
+	}
 	if rep.Entries > 0 {
 		fmt.Fprintf(w, "  time range   %s .. %s\n", rep.FirstTime.Format(time.RFC3339), rep.LastTime.Format(time.RFC3339))
 	}

@@ -311,6 +311,11 @@ func Open(ctx context.Context, dir string, opts Options) (*Log, error) {
 			return nil, fmt.Errorf("auditlog: record recovery: %w", err)
 		}
 	}
+	// A prune that a crash interrupted after its record was durable is
+	// finished now; failing to is not a reason to stop auditing.
+	if err := l.FinishPrune(ctx); err != nil {
+		l.log.Warn("cannot finish an interrupted prune; retention retries", "err", err)
+	}
 	return l, nil
 }
 

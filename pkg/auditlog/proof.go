@@ -53,12 +53,18 @@ func VerifyConsistency(size1, size2 uint64, p [][]byte, root1, root2 []byte) err
 }
 
 // TreeRoot computes the Merkle root of the first size entries of the log.
+// In a pruned log it starts from the compact range that the prune record
+// gives (docs/FORMAT.md, 13.5), which Verify checks; size must then be at
+// least the last pruned seq.
 func TreeRoot(ctx context.Context, dir string, size uint64) ([]byte, error) {
 	if size == 0 {
 		return rfc6962.DefaultHasher.EmptyRoot(), nil
 	}
-	r := rangeFactory.NewEmptyRange(0)
-	err := forEachLeaf(ctx, dir, size, func(_ uint64, leaf []byte) error { return r.Append(leaf, nil) })
+	r, from, err := treeStart(ctx, dir, size)
+	if err != nil {
+		return nil, err
+	}
+	err = forEachLeafFrom(ctx, dir, from, size, func(_ uint64, leaf []byte) error { return r.Append(leaf, nil) })
 	if err != nil {
 		return nil, err
 	}
@@ -116,10 +122,18 @@ func proofHashes(ctx context.Context, dir string, nodes proof.Nodes, size uint64
 // forEachLeaf calls fn with the leaf index and leaf hash of the first size
 // entries, checking that seqs are contiguous from 1.
 func forEachLeaf(ctx context.Context, dir string, size uint64, fn func(uint64, []byte) error) error {
-	next := uint64(1)
-	err := Scan(ctx, dir, 1, func(r Record) error {
+	return forEachLeafFrom(ctx, dir, 1, size, fn)
+}
+
+// forEachLeafFrom is forEachLeaf starting at seq from.
+func forEachLeafFrom(ctx context.Context, dir string, from, size uint64, fn func(uint64, []byte) error) error {
+	next := from
+	err := Scan(ctx, dir, from, func(r Record) error {
 		if r.Entry.Seq > size {
 			return ErrStop
+		}
+		if r.Entry.Seq != next && next == from && from == 1 {
+			return fmt.Errorf("auditlog: the log starts at seq %d (older entries were pruned or are missing): a proof over them needs the shipped archive", r.Entry.Seq)
 		}
 		if r.Entry.Seq != next {
 			return fmt.Errorf("auditlog: expected seq %d, found %d: run vigil verify", next, r.Entry.Seq)

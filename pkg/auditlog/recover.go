@@ -145,6 +145,14 @@ func (w *writer) recover(ctx context.Context, pub crypto.PublicKey) (recoveryRes
 		w.chain.tree = tree
 		baseSize = c.Size
 		w.ckptSize = c.Size
+	} else if segs[0].FirstSeq != 1 {
+		// A pruned log without a checkpoint left: resume the tree from the
+		// prune record (docs/FORMAT.md, 13.5); replay checks its signature.
+		tree, size, err := prunedBase(ctx, segs)
+		if err != nil {
+			return res, err
+		}
+		w.chain.tree, baseSize = tree, size
 	}
 	for i := start; i < len(segs); i++ {
 		if err := ctx.Err(); err != nil {

@@ -75,6 +75,14 @@ type Report struct {
 	LastCheckpoint *CheckpointInfo `json:"last_checkpoint,omitempty"`
 	Uncovered      uint64          `json:"uncovered"` // entries after the last checkpoint
 	Root           string          `json:"root"`      // Merkle root over all entries, hex
+	// PrunedThrough is the last seq removed from the host by retention
+	// (0 when the log starts at seq 1); PruneRecord is the seq of the
+	// signed entry that vouches for it.
+	PrunedThrough uint64 `json:"pruned_through,omitempty"`
+	PruneRecord   uint64 `json:"prune_record,omitempty"`
+	// UnshippedPruned is set when that entry is a log.gap: the removed
+	// entries had no off-host copy.
+	UnshippedPruned bool `json:"unshipped_pruned,omitempty"`
 }
 
 // VerifyOptions tunes Verify.
@@ -173,6 +181,9 @@ type verifyRun struct {
 	batch *sigJob
 	// fileCkpt is the checkpoint file, checked when the chain reaches its size.
 	fileCkpt *log.Checkpoint
+	// prune vouches for a log whose first segment starts after seq 1.
+	prune     *prunePoint
+	pruneSeen bool
 }
 
 const sigBatch = 256
@@ -211,10 +222,16 @@ func (vr *verifyRun) run(ctx context.Context, dir string, segs []segmentFile) er
 		}
 		vr.fileCkpt = c
 	}
+	if err := vr.pruned(ctx, segs); err != nil {
+		return err
+	}
 	for i, sf := range segs {
 		if err := vr.segment(ctx, sf, i == 0, i == len(segs)-1); err != nil {
 			return err
 		}
+	}
+	if p := vr.prune; p != nil && !vr.pruneSeen {
+		return &VerifyError{Kind: Truncated, Seq: p.Seq, Reason: fmt.Sprintf("the prune record at seq %d that vouches for the start of the log was not reached", p.Seq)}
 	}
 	if fileErr != nil {
 		return fileErr
@@ -279,7 +296,7 @@ func (vr *verifyRun) segment(ctx context.Context, sf segmentFile, first, last bo
 			Reason: fmt.Sprintf("segment is signed by key %s but the public key given is %s", short(h.KeyID), short(vr.rep.KeyID))}
 	}
 	switch {
-	case first && h.FirstSeq != 1:
+	case first && vr.prune == nil && h.FirstSeq != 1:
 		return &VerifyError{Kind: Gap, Seq: 1, Segment: name, Reason: fmt.Sprintf("the log starts at seq %d: entries 1..%d are missing", h.FirstSeq, h.FirstSeq-1)}
 	case h.FirstSeq > vr.chain.next:
 		return &VerifyError{Kind: Gap, Seq: vr.chain.next, Segment: name, Reason: fmt.Sprintf("segment starts at seq %d but seq %d comes next: a segment is missing", h.FirstSeq, vr.chain.next)}
@@ -354,6 +371,12 @@ func (vr *verifyRun) entry(body []byte, seg string, off int64) error {
 			}
 		}
 		return &VerifyError{Kind: kind, Seq: seq, Segment: seg, Offset: off, Reason: err.Error()}
+	}
+	if p := vr.prune; p != nil && p.Seq == e.Seq {
+		if p.Hash != rec.hash {
+			return &VerifyError{Kind: ChainBreak, Seq: e.Seq, Segment: seg, Offset: off, Reason: "the prune record changed while the log was read"}
+		}
+		vr.pruneSeen = true
 	}
 	vr.queue(e.Seq, rec.hash, rec.sig, seg, off)
 	r := vr.rep

@@ -46,6 +46,28 @@ func CheckExtends(ctx context.Context, dir string, size uint64, c *log.Checkpoin
 		return &auditlog.VerifyError{Kind: auditlog.Truncated, Seq: size + 1,
 			Reason: fmt.Sprintf("a checkpoint shipped off the host covers %d entries but the local log holds only %d: entries were removed from the end", c.Size, size)}
 	}
+	// A pruned local log cannot produce a consistency proof over entries
+	// it no longer holds; the prune record's compact range (checked by
+	// Verify) still gives the root at the checkpoint's size, and equal
+	// roots prove the same thing.
+	pruned, err := auditlog.PrunedThrough(ctx, dir)
+	if err != nil {
+		return err
+	}
+	if pruned > 0 {
+		if c.Size < pruned {
+			return fmt.Errorf("ship: the shipped checkpoint (size %d) is older than the local log's prune point (seq %d): verify the archive instead (vigil archive pull, then vigil verify)", c.Size, pruned)
+		}
+		root, err := auditlog.TreeRoot(ctx, dir, c.Size)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(root, c.Hash) {
+			return &auditlog.VerifyError{Kind: Diverged, Seq: c.Size,
+				Reason: fmt.Sprintf("the local Merkle root at size %d differs from the shipped checkpoint's (%s): the local log was changed", c.Size, hex.EncodeToString(c.Hash))}
+		}
+		return nil
+	}
 	root, err := auditlog.TreeRoot(ctx, dir, size)
 	if err != nil {
 		return err

@@ -9,8 +9,10 @@
 // never block the data path. Each sink has its own durable cursor in
 // DIR/ship/NAME.cursor, moved only after the sink confirmed a write:
 // delivery is at least once, in order per sink, and resumes after a
-// restart. Failures are retried with exponential backoff. The shipper
-// never deletes local data.
+// restart. Failures are retried with exponential backoff. With a
+// retention budget, the shipper removes the oldest local segments once
+// every sink holds them, each after a signed log.prune entry (and only
+// if allowed, unshipped ones after a log.gap entry).
 package ship
 
 import (
@@ -74,6 +76,8 @@ type Config struct {
 	// its seq be reused by a different entry. Without it, every complete
 	// frame on disk is shipped (right for a log no process writes).
 	Durable func() uint64
+	// Retention bounds the local log; the zero value keeps everything.
+	Retention Retention
 }
 
 // SinkStatus is one sink's progress, for `vigil status` and metrics.
@@ -94,6 +98,7 @@ type SinkStatus struct {
 type Shipper struct {
 	cfg     Config
 	runners []*runner
+	retain  *retainer // nil without a retention budget
 }
 
 var sinkName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -123,6 +128,10 @@ func New(cfg Config, sinks ...Sink) (*Shipper, error) {
 		cfg.Now = time.Now
 	}
 	s := &Shipper{cfg: cfg}
+	var err error
+	if s.retain, err = newRetainer(s, cfg.Retention); err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{}
 	for _, k := range sinks {
 		if !sinkName.MatchString(k.Name()) {
@@ -192,6 +201,13 @@ func (s *Shipper) Run(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			r.loop(ctx)
+		}()
+	}
+	if s.retain != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.retainLoop(ctx)
 		}()
 	}
 	wg.Wait()
@@ -444,6 +460,12 @@ func (r *runner) passEntries(ctx context.Context, k EntrySink) error {
 		if haveCk && ck.Size != cur.Checkpoint && ck.Size <= cur.Seq {
 			batch = append(batch, checkpointMessage(r.cfg.Host, ck))
 			lastCkpt = ck.Size
+		}
+		// Entries that retention dropped before this sink had them are
+		// gone (a log.gap entry says so): continue after them.
+		if segs, err := listLocal(dir); err == nil && len(segs) > 0 && segs[0].First > cur.Seq+1 {
+			r.log.Error("entries were pruned locally before this sink had them", "first", cur.Seq+1, "last", segs[0].First-1)
+			lastSeq = segs[0].First - 1
 		}
 		limit := uint64(math.MaxUint64)
 		if r.cfg.Durable != nil {

@@ -230,6 +230,11 @@ func (s *Sink) exists(ctx context.Context, name string, r io.ReadSeeker, size in
 	return true, nil
 }
 
+// SegmentLocation implements ship.SegmentLocator: s3://BUCKET/OBJECT.
+func (s *Sink) SegmentLocation(first, last uint64, t time.Time) string {
+	return "s3://" + s.cfg.Bucket + "/" + ship.SegmentObject(s.root(), s.cfg.Host, first, last, t)
+}
+
 // PutSegment implements ship.SegmentSink.
 func (s *Sink) PutSegment(ctx context.Context, path string, first, last uint64, t time.Time) error {
 	name := ship.SegmentObject(s.root(), s.cfg.Host, first, last, t)
