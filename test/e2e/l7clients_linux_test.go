@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vigil-ebpf/vigil/agent"
 	"github.com/vigil-ebpf/vigil/internal/testenv"
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 )
@@ -148,6 +149,9 @@ func TestL7Pgbench(t *testing.T) {
 	verify(t, a.dataDir)
 }
 
+// benchClients is redis-benchmark's -c in TestL7RedisBenchmark.
+const benchClients = 4
+
 // TestL7RedisBenchmark runs redis-benchmark (4 clients, 2,000 SET and
 // 2,000 GET) through the L7 relay with a guardrail: every command is
 // recorded with redis-benchmark's identity and answered, `vigil events`
@@ -161,7 +165,7 @@ func TestL7RedisBenchmark(t *testing.T) {
 	cg := testCgroup(t)
 	a := startAgent(t, cg, "", 0, "--capture", capture(rd), "--policy", polPath)
 	out := run(t, cgroupCmd(t.Context(), cg, "redis-benchmark", "-h", "127.0.0.1", "-p", strconv.Itoa(rd),
-		"-n", "2000", "-c", "4", "-t", "set,get", "-q", "--csv"))
+		"-n", "2000", "-c", strconv.Itoa(benchClients), "-t", "set,get", "-q", "--csv"))
 	if !bytes.Contains(out, []byte(`"SET"`)) || !bytes.Contains(out, []byte(`"GET"`)) {
 		t.Errorf("redis-benchmark output:\n%s\nwant SET and GET results", out)
 	}
@@ -182,6 +186,17 @@ func TestL7RedisBenchmark(t *testing.T) {
 	}
 	if lines != 5 {
 		t.Errorf("vigil events --type l7.request --comm redis-benchmark --limit 5 printed %d entries:\n%s", lines, ev)
+	}
+	// vigil status counts the requests parsed.
+	var st agent.StatusResponse
+	if err := json.Unmarshal(run(t, exec.Command(vigilBin, "status", "--socket", a.socket, "-o", "json")), &st); err != nil {
+		t.Fatalf("vigil status -o json: %v", err)
+	}
+	if st.Proxy == nil || st.Proxy.L7.Parsed < benchClients || st.Proxy.L7.Requests < 4000 || st.Proxy.L7.Denied != 0 {
+		t.Errorf("vigil status proxy = %+v; want ≥%d connections parsed, ≥4000 requests, none denied", st.Proxy, benchClients)
+	}
+	if txt := run(t, exec.Command(vigilBin, "status", "--socket", a.socket)); !bytes.Contains(txt, []byte("l7         ")) {
+		t.Errorf("vigil status:\n%s\nwant an l7 row", txt)
 	}
 	a.stop()
 
