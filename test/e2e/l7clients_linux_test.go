@@ -98,7 +98,8 @@ func countKinds(es []auditlog.Entry) map[string]int {
 // TestL7Pgbench runs pgbench, initialisation (COPY of 100,000 rows) and a
 // bounded TPC-B-like run, through the L7 relay: every statement is
 // recorded with pgbench's identity, the run completes with the number of
-// transactions asked for, and the log verifies.
+// transactions asked for, pgbench's DROP TABLE is refused with
+// PostgreSQL's error, and the log verifies.
 func TestL7Pgbench(t *testing.T) {
 	requireRoot(t)
 	requireTool(t, "psql")
@@ -112,11 +113,16 @@ func TestL7Pgbench(t *testing.T) {
 	run(t, psql("create database "+db))
 	t.Cleanup(func() { psql("drop database if exists " + db).Run() })
 
-	polPath := l7Policy(t, l7Rule("pg-l7", "{sql: {deny_delete_without_where: true}, redact: false}", pg))
+	polPath := l7Policy(t, l7Rule("pg-l7", "{sql: {deny_kinds: [DROP]}, redact: false}", pg))
 	cg := testCgroup(t)
 	a := startAgent(t, cg, "", 0, "--capture", capture(pg), "--policy", polPath)
 	args := []string{"-h", "127.0.0.1", "-p", strconv.Itoa(pg), "-U", "postgres"}
-	run(t, cgroupCmd(t.Context(), cg, pgbench, append(append([]string{"-i", "-s", "1", "-q"}, args...), db)...))
+	// The database is new: initialise without the drop step (-I d), which
+	// the guardrail refuses.
+	run(t, cgroupCmd(t.Context(), cg, pgbench, append(append([]string{"-i", "-I", "tgvp", "-s", "1", "-q"}, args...), db)...))
+	if out := l7Run(t, cg, "", append(append([]string{pgbench, "-i", "-I", "d"}, args...), db)...); !strings.Contains(out, "permission denied by policy: SQL DROP is not allowed") {
+		t.Errorf("pgbench -i -I d = %q; want its DROP refused with PostgreSQL's error", out)
+	}
 	out := run(t, cgroupCmd(t.Context(), cg, pgbench, append(append([]string{"-t", "50", "-c", "2", "-n"}, args...), db)...))
 	if !bytes.Contains(out, []byte("number of transactions actually processed: 100/100")) {
 		t.Errorf("pgbench output:\n%s\nwant 100/100 transactions processed", out)
@@ -131,11 +137,16 @@ func TestL7Pgbench(t *testing.T) {
 	if kinds["BEGIN"] < 100 || kinds["UPDATE"] < 300 || kinds["SELECT"] < 100 || kinds["INSERT"] < 100 || kinds["COPY"] < 1 {
 		t.Errorf("pgbench statements recorded by kind: %v; want ≥100 BEGIN, ≥300 UPDATE, ≥100 SELECT, ≥100 INSERT and the initialisation's COPY", kinds)
 	}
+	if kinds["DROP"] != 1 {
+		t.Errorf("%d DROP statements recorded; want the refused one", kinds["DROP"])
+	}
 	var balance bool
 	for _, e := range reqs {
 		if strings.HasPrefix(e.Attr("text"), "UPDATE pgbench_accounts SET abalance = abalance +") && e.Attr("status") == "ok" {
 			balance = true
-			break
+		}
+		if e.Attr("kind") == "DROP" && (e.Decision != auditlog.Deny || e.Attr("deny_reason") != "SQL DROP is not allowed") {
+			t.Errorf("pgbench's DROP entry: decision %s, attrs %v; want deny, SQL DROP is not allowed", e.Decision, e.Attrs)
 		}
 	}
 	if !balance {
