@@ -6,7 +6,8 @@ import (
 )
 
 // TestL7Stats: the L7 counters of Stats count the parsed connection, its
-// requests, the denied one and the reason parsing stopped.
+// requests, the denied one and the reason parsing stopped, and the
+// connection whose protocol was not recognised.
 func TestL7Stats(t *testing.T) {
 	var got syncLines
 	dst := lineServer(t, false, &got)
@@ -19,6 +20,11 @@ func TestL7Stats(t *testing.T) {
 	c.Write([]byte("BAD \xff\xfe\nGET b\n"))
 	readLines(t, c, 2)
 	c.Close()
+	// A protocol the detector does not know is relayed untouched.
+	u := e.dial(t, dst)
+	u.Write([]byte("lower case\n"))
+	readLines(t, u, 1)
+	u.Close()
 	e.waitIdle(t)
 
 	s := e.p.Stats()
@@ -27,8 +33,8 @@ func TestL7Stats(t *testing.T) {
 		wantStopped[r] = 0
 	}
 	wantStopped["protocol_error"] = 1
-	if s.L7Parsed != 1 || s.L7Unparsed != 0 || s.L7Requests != 2 || s.L7Denied != 1 || !maps.Equal(s.L7Stopped, wantStopped) {
-		t.Errorf("Stats() L7 = parsed %d, unparsed %d, requests %d, denied %d, stopped %v; want 1, 0, 2, 1, %v",
+	if s.L7Parsed != 1 || s.L7Unparsed != 1 || s.L7Requests != 2 || s.L7Denied != 1 || !maps.Equal(s.L7Stopped, wantStopped) {
+		t.Errorf("Stats() L7 = parsed %d, unparsed %d, requests %d, denied %d, stopped %v; want 1, 1, 2, 1, %v",
 			s.L7Parsed, s.L7Unparsed, s.L7Requests, s.L7Denied, s.L7Stopped, wantStopped)
 	}
 }
