@@ -127,18 +127,29 @@ type LogStatus struct {
 
 // ProxyStatus is the proxy's counters since start.
 type ProxyStatus struct {
-	Active         int64   `json:"active"`
-	Accepted       uint64  `json:"accepted"`
-	AcceptedPerSec float64 `json:"accepted_per_sec"` // over the last minute
-	Relayed        uint64  `json:"relayed"`
-	Refused        uint64  `json:"refused"`
-	Denied         uint64  `json:"denied"`
-	NotRedirected  uint64  `json:"not_redirected"`
-	DialFailed     uint64  `json:"dial_failed"`
-	AuditRefused   uint64  `json:"audit_refused"`
-	AuditFailures  uint64  `json:"audit_failures"`
-	BytesIn        uint64  `json:"bytes_in"`
-	BytesOut       uint64  `json:"bytes_out"`
+	Active         int64    `json:"active"`
+	Accepted       uint64   `json:"accepted"`
+	AcceptedPerSec float64  `json:"accepted_per_sec"` // over the last minute
+	Relayed        uint64   `json:"relayed"`
+	Refused        uint64   `json:"refused"`
+	Denied         uint64   `json:"denied"`
+	NotRedirected  uint64   `json:"not_redirected"`
+	DialFailed     uint64   `json:"dial_failed"`
+	AuditRefused   uint64   `json:"audit_refused"`
+	AuditFailures  uint64   `json:"audit_failures"`
+	BytesIn        uint64   `json:"bytes_in"`
+	BytesOut       uint64   `json:"bytes_out"`
+	L7             L7Status `json:"l7"`
+}
+
+// L7Status is the request-level inspection counters of the proxy
+// (connections decided by a rule with an l7 section).
+type L7Status struct {
+	Parsed   uint64            `json:"parsed"`   // connections whose requests were parsed
+	Unparsed uint64            `json:"unparsed"` // protocol unknown or without a parser: relayed untouched
+	Requests uint64            `json:"requests"`
+	Denied   uint64            `json:"denied"`  // requests refused by a guardrail or for want of TLS
+	Stopped  map[string]uint64 `json:"stopped"` // connections whose parsing stopped, by reason (proxy.L7StopReasons)
 }
 
 // KernelStatus is what the BPF programs hold and counted (intercept.Stats).
@@ -322,6 +333,7 @@ func (a *Agent) buildStatus(now time.Time) StatusResponse {
 			Active: ps.Active, Accepted: ps.Accepted, AcceptedPerSec: accepted, Relayed: ps.Relayed,
 			Refused: ps.Refused, Denied: ps.Denied, NotRedirected: ps.NotRedirected, DialFailed: ps.DialFailed,
 			AuditRefused: ps.AuditRefused, AuditFailures: ps.AuditFailures, BytesIn: ps.BytesIn, BytesOut: ps.BytesOut,
+			L7: L7Status{Parsed: ps.L7Parsed, Unparsed: ps.L7Unparsed, Requests: ps.L7Requests, Denied: ps.L7Denied, Stopped: ps.L7Stopped},
 		}
 		ks := a.kernelStatus(now)
 		r.Kernel = kernelView(ks)

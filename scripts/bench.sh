@@ -21,3 +21,12 @@ if [ "$(id -u)" -eq 0 ]; then
 else
 	echo "bench: not root: skipping vigil bench proxy (it attaches BPF programs)" >&2
 fi
+
+# pgbench and redis-benchmark direct, through the proxy without L7 and
+# through the L7 relay (ECDSA and Ed25519 keys), alternating rounds; about
+# two minutes. Needs root and the servers of scripts/e2e-env.sh.
+if [ "$(id -u)" -eq 0 ]; then
+	VIGIL_BENCH=1 go test -count=1 -timeout 10m -run '^TestL7Bench$' -v ./test/e2e/
+else
+	echo "bench: not root: skipping the L7 client benchmark (it attaches BPF programs)" >&2
+fi

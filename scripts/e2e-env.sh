@@ -163,6 +163,9 @@ start_mariadb() {
 case "${1:-start}" in
 start)
 	[ "$(id -u)" -eq 0 ] || die "run as root: the servers run as their own users"
+	# postgresql brings pgbench (/usr/lib/postgresql/*/bin, off PATH) and
+	# redis-tools brings redis-benchmark: the L7 client tests and make bench
+	# use both.
 	scripts/install-deps.sh postgresql postgresql-client redis-server redis-tools curl iproute2
 	scripts/install-deps.sh mariadb-server mariadb-client
 	# The Debian packages start their own instances on the default ports;

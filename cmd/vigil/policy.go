@@ -10,12 +10,14 @@ import (
 	"math"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-ebpf/vigil/agent"
 	"github.com/vigil-ebpf/vigil/pkg/api"
 	"github.com/vigil-ebpf/vigil/pkg/policy"
+	"go.yaml.in/yaml/v3"
 )
 
 func policyCommand() *cli.Command {
@@ -156,6 +158,7 @@ func policyTestCommand() *cli.Command {
 			res := testResult{Action: d.Action.String(), Rule: d.Rule, Errno: policy.ErrnoName(d.Errno), Policy: file, SHA256: p.SHA256()}
 			if r, ok := p.Rule(d.Rule); ok {
 				res.Line = r.Line
+				res.L7 = ruleGuardrails(p, r)
 			}
 			if c.String("output") == "json" {
 				return json.NewEncoder(c.App.Writer).Encode(res)
@@ -170,6 +173,7 @@ func policyTestCommand() *cli.Command {
 			if res.Errno != "" {
 				fmt.Fprintf(w, "errno     %s\n", res.Errno)
 			}
+			res.L7.print(w)
 			if in.Name == "" && p.UsesNames() {
 				fmt.Fprintln(c.App.ErrWriter, "note: rules that match destination names were skipped: give --name to try them")
 			}
@@ -180,12 +184,135 @@ func policyTestCommand() *cli.Command {
 
 // testResult is what `vigil policy test` reports.
 type testResult struct {
-	Action string `json:"action"`
-	Rule   string `json:"rule"`
-	Line   int    `json:"line,omitempty"`  // of the rule; 0 for the default
-	Errno  string `json:"errno,omitempty"` // for deny
-	Policy string `json:"policy"`
-	SHA256 string `json:"sha256"`
+	Action string          `json:"action"`
+	Rule   string          `json:"rule"`
+	Line   int             `json:"line,omitempty"`  // of the rule; 0 for the default
+	Errno  string          `json:"errno,omitempty"` // for deny
+	Policy string          `json:"policy"`
+	SHA256 string          `json:"sha256"`
+	L7     *testGuardrails `json:"l7,omitempty"` // the rule's l7 section; nil without one
+}
+
+// testGuardrails are the l7 section of the rule that matched, as `vigil
+// policy test` shows them.
+type testGuardrails struct {
+	RequireTLS           bool           `json:"require_tls"`
+	Redact               bool           `json:"redact"`
+	Audit                string         `json:"audit"` // async or required
+	SQLDenyKinds         []string       `json:"sql_deny_kinds,omitempty"`
+	SQLDenyDeleteNoWhere bool           `json:"sql_deny_delete_without_where,omitempty"`
+	SQLDenyUpdateNoWhere bool           `json:"sql_deny_update_without_where,omitempty"`
+	RedisDenyCommands    []string       `json:"redis_deny_commands,omitempty"`
+	HTTPDeny             []testHTTPDeny `json:"http_deny,omitempty"`
+}
+
+// testHTTPDeny is one entry of an l7 section's http.deny.
+type testHTTPDeny struct {
+	Methods []string `json:"methods,omitempty"` // none: any method
+	Paths   []string `json:"paths,omitempty"`   // none: any path
+}
+
+// l7Source is the part of a policy file ruleGuardrails reads back: the
+// lists of each rule's l7 section (the file is valid, Load checked it).
+type l7Source struct {
+	Rules []struct {
+		L7 *struct {
+			SQL *struct {
+				DenyKinds   []string `yaml:"deny_kinds"`
+				DeleteWhere bool     `yaml:"deny_delete_without_where"`
+				UpdateWhere bool     `yaml:"deny_update_without_where"`
+			} `yaml:"sql"`
+			Redis *struct {
+				DenyCommands []string `yaml:"deny_commands"`
+			} `yaml:"redis"`
+			HTTP *struct {
+				Deny []struct {
+					Methods []string `yaml:"methods"`
+					Paths   []string `yaml:"paths"`
+				} `yaml:"deny"`
+			} `yaml:"http"`
+		} `yaml:"l7"`
+	} `yaml:"rules"`
+}
+
+// ruleGuardrails describes r's l7 section; nil without one. The switches
+// come from the compiled guardrails, the lists from the file's text.
+func ruleGuardrails(p *policy.Policy, r policy.Rule) *testGuardrails {
+	if r.L7 == nil {
+		return nil
+	}
+	g := &testGuardrails{RequireTLS: r.L7.RequireTLS(), Redact: r.L7.Redact(), Audit: "async"}
+	if r.L7.AuditRequired() {
+		g.Audit = "required"
+	}
+	var src l7Source
+	if yaml.Unmarshal(p.Source(), &src) != nil || r.Index < 0 || r.Index >= len(src.Rules) || src.Rules[r.Index].L7 == nil {
+		return g
+	}
+	l := src.Rules[r.Index].L7
+	upper := func(xs []string) []string {
+		out := make([]string, len(xs))
+		for i, x := range xs {
+			out[i] = strings.ToUpper(x)
+		}
+		return out
+	}
+	if l.SQL != nil {
+		g.SQLDenyKinds = upper(l.SQL.DenyKinds)
+		g.SQLDenyDeleteNoWhere, g.SQLDenyUpdateNoWhere = l.SQL.DeleteWhere, l.SQL.UpdateWhere
+	}
+	if l.Redis != nil {
+		g.RedisDenyCommands = upper(l.Redis.DenyCommands)
+	}
+	if l.HTTP != nil {
+		for _, d := range l.HTTP.Deny {
+			g.HTTPDeny = append(g.HTTPDeny, testHTTPDeny{Methods: d.Methods, Paths: d.Paths})
+		}
+	}
+	return g
+}
+
+// print writes the guardrails as lines of `vigil policy test`; nothing
+// for nil.
+func (g *testGuardrails) print(w io.Writer) {
+	if g == nil {
+		return
+	}
+	onOff := map[bool]string{true: "on", false: "off"}
+	fmt.Fprintf(w, "l7        requests parsed and recorded: audit %s, redact %s, require_tls %s\n", g.Audit, onOff[g.Redact], onOff[g.RequireTLS])
+	guards := 0
+	guard := func(format string, args ...any) {
+		fmt.Fprintf(w, "guard     "+format+"\n", args...)
+		guards++
+	}
+	if len(g.SQLDenyKinds) > 0 {
+		guard("sql: deny %s", strings.Join(g.SQLDenyKinds, ", "))
+	}
+	if g.SQLDenyDeleteNoWhere {
+		guard("sql: deny DELETE without WHERE")
+	}
+	if g.SQLDenyUpdateNoWhere {
+		guard("sql: deny UPDATE without WHERE")
+	}
+	if len(g.RedisDenyCommands) > 0 {
+		guard("redis: deny %s", strings.Join(g.RedisDenyCommands, ", "))
+	}
+	for _, d := range g.HTTPDeny {
+		methods, paths := "any method", "any path"
+		if len(d.Methods) > 0 {
+			methods = strings.Join(d.Methods, ", ")
+		}
+		if len(d.Paths) > 0 {
+			paths = strings.Join(d.Paths, ", ")
+		}
+		guard("http: deny %s on %s", methods, paths)
+	}
+	if g.RequireTLS {
+		guard("tls: refuse a session that is not encrypted")
+	}
+	if guards == 0 {
+		fmt.Fprintln(w, "guard     none: every request is allowed")
+	}
 }
 
 // testInput builds the connection `vigil policy test` decides on.

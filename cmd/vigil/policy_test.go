@@ -93,7 +93,8 @@ func TestPolicyTest(t *testing.T) {
 			"decision  audit\nrule      default (no rule matched)\n", ""},
 		{"deny EACCES", []string{"--dst", "169.254.169.254:80", "--uid", "1000"}, exitOK, "rule      no-metadata-service (" + examplePolicy + ":|\nerrno     EACCES\n", ""},
 		{"allow by name", []string{"--dst", "10.50.0.1:5432", "--name", "db.internal", "--user", "app", "--comm", "psql", "--exe", "/usr/bin/psql"}, exitOK,
-			"decision  allow\nrule      app-db-clients", ""},
+			"decision  allow\nrule      app-db-clients|\nl7        requests parsed and recorded: audit async, redact on, require_tls off\n" +
+				"guard     sql: deny DROP, TRUNCATE\nguard     sql: deny DELETE without WHERE\n", ""},
 		{"audit", []string{"--dst", "10.9.1.1:22", "--gid", "1500", "--cgroup", "/system.slice/backup.service"}, exitOK, "decision  audit\nrule      backups-audited", ""},
 		{"container", []string{"--dst", "192.0.2.1:9100", "--container", "3f9a0011"}, exitOK, "decision  allow\nrule      metrics-from-scraper", ""},
 		{"json", []string{"--dst", "[fd00:1:2::5]:6005", "-o", "json"}, exitOK,
@@ -123,5 +124,67 @@ func TestPolicyTest(t *testing.T) {
 	code, _, errs := vigilPolicy(t, "policy", "test", "--dst", "10.0.0.1:80", bad)
 	if code != exitFailure || !strings.Contains(errs, bad+":1:1: default: missing") || !strings.Contains(errs, "is not valid") {
 		t.Errorf("policy test on an invalid policy = %d, %q", code, errs)
+	}
+}
+
+// TestPolicyTestGuardrails: `vigil policy test` shows the l7 section of
+// the rule that matched, in text and JSON, and nothing for a rule
+// without one.
+func TestPolicyTestGuardrails(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(file, []byte(`apiVersion: vigil.dev/v1
+default: allow
+rules:
+  - name: plain
+    action: allow
+    match: {dst: {ports: [22]}}
+  - name: record-only
+    action: audit
+    match: {dst: {ports: [9000]}}
+    l7: {}
+  - name: guarded
+    action: allow
+    match: {dst: {ports: [6379, 443]}}
+    l7:
+      redis: {deny_commands: [flushall, "CONFIG SET"]}
+      http: {deny: [{methods: [DELETE], paths: ["/admin/*"]}, {paths: ["/debug"]}]}
+      require_tls: true
+      redact: false
+      audit: required
+`), 0o600)
+	tests := []struct {
+		name, dst, want string
+		not             string // must not appear
+	}{
+		{"no l7", "10.0.0.1:22", "rule      plain (", "l7 "},
+		{"record only", "10.0.0.1:9000",
+			"l7        requests parsed and recorded: audit async, redact on, require_tls off\nguard     none: every request is allowed\n", ""},
+		{"guarded", "10.0.0.1:6379",
+			"l7        requests parsed and recorded: audit required, redact off, require_tls on\n" +
+				"guard     redis: deny FLUSHALL, CONFIG SET\n" +
+				"guard     http: deny DELETE on /admin/*\n" +
+				"guard     http: deny any method on /debug\n" +
+				"guard     tls: refuse a session that is not encrypted\n", "none"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := vigilPolicy(t, "policy", "test", "--dst", tt.dst, file)
+			if code != exitOK || !strings.Contains(out, tt.want) || tt.not != "" && strings.Contains(out, tt.not) {
+				t.Errorf("policy test --dst %s = %d,\n%s%s\nwant %q, not %q", tt.dst, code, out, errs, tt.want, tt.not)
+			}
+		})
+	}
+	code, out, _ := vigilPolicy(t, "policy", "test", "-o", "json", "--dst", "10.0.0.1:443", file)
+	var res testResult
+	if err := json.Unmarshal([]byte(out), &res); code != exitOK || err != nil || res.L7 == nil {
+		t.Fatalf("policy test -o json = %d, %q (%v); want an l7 object", code, out, err)
+	}
+	g := res.L7
+	if !g.RequireTLS || g.Redact || g.Audit != "required" || strings.Join(g.RedisDenyCommands, "|") != "FLUSHALL|CONFIG SET" ||
+		len(g.HTTPDeny) != 2 || g.HTTPDeny[1].Paths[0] != "/debug" || len(g.HTTPDeny[1].Methods) != 0 {
+		t.Errorf("policy test -o json l7 = %+v", g)
+	}
+	if _, out, _ := vigilPolicy(t, "policy", "test", "-o", "json", "--dst", "10.0.0.1:22", file); strings.Contains(out, `"l7"`) {
+		t.Errorf("policy test -o json for a rule without l7 = %q; want no l7 field", out)
 	}
 }

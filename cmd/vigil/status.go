@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -111,6 +113,8 @@ func printStatus(out io.Writer, s agent.StatusResponse) {
 		row("proxy", "%d active, %d accepted (%.1f/s), %d relayed, %d refused (%d denied, %d dial failed, %d audit refused, %d not redirected)",
 			x.Active, x.Accepted, x.AcceptedPerSec, x.Relayed, x.Refused, x.Denied, x.DialFailed, x.AuditRefused, x.NotRedirected)
 		row("", "%s in, %s out, %d audit failures", byteSize(int64(x.BytesIn)), byteSize(int64(x.BytesOut)), x.AuditFailures)
+		row("l7", "%d connections parsed, %d unparsed (protocol unknown), %d requests, %d denied; parsing stopped: %s",
+			x.L7.Parsed, x.L7.Unparsed, x.L7.Requests, x.L7.Denied, stopReasons(x.L7.Stopped))
 	}
 	if k := s.Kernel; k != nil {
 		row("kernel", "%d TCP connects, %d redirected, %d established, %d denied; skipped: %d marked, %d exempt, %d not captured",
@@ -162,4 +166,19 @@ func byteSize(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// stopReasons lists the non-zero counts of stopped, by reason in name
+// order ("none" when there are none): "2 encrypted, 1 too_large".
+func stopReasons(stopped map[string]uint64) string {
+	var parts []string
+	for _, r := range slices.Sorted(maps.Keys(stopped)) {
+		if n := stopped[r]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, r))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }

@@ -122,6 +122,7 @@ func (p *Proxy) relayL7(ctx context.Context, s *session, open auditlog.Entry, op
 	}
 	newParser := cfg.Parsers[proto]
 	if newParser == nil {
+		p.stats.l7Unparsed.Add(1)
 		if lc.rules.RequireTLS {
 			lc.stats.proto = "unknown"
 			e := r.entry(&l7.Request{Protocol: "unknown"})
@@ -136,6 +137,7 @@ func (p *Proxy) relayL7(ctx context.Context, s *session, open auditlog.Entry, op
 		}
 		return p.relay(s)
 	}
+	p.stats.l7Parsed.Add(1)
 	lc.stats.proto = proto
 	r.parser = newParser(l7.Options{Redact: lc.rules.Redact})
 	var wg sync.WaitGroup
@@ -321,6 +323,7 @@ func (r *l7relay) request(req *l7.Request) verdict {
 	r.mu.Lock()
 	r.lc.stats.requests++
 	r.mu.Unlock()
+	r.p.stats.l7Requests.Add(1)
 	if r.rules.RequireTLS && req.Protocol != "tls" && !safeEncrypted(r.parser) {
 		return verdict{deny: true, reason: "TLS is required", plaintext: true}
 	}
@@ -352,6 +355,7 @@ func (r *l7relay) refuse(req *l7.Request, v verdict) bool {
 	r.mu.Lock()
 	r.lc.stats.denied++
 	r.mu.Unlock()
+	r.p.stats.l7Denied.Add(1)
 	r.p.appendLazy(r.ctx, e)
 	r.p.log.Debug("request denied", "src", e.Src, "dst", e.Dst, "protocol", req.Protocol, "kind", req.Kind, "rule", e.Rule, "reason", v.reason)
 	if answer == nil || v.plaintext {
@@ -560,6 +564,7 @@ func (r *l7relay) stop(d l7.Dir, err error) {
 	left := r.pending
 	r.pending = nil
 	r.mu.Unlock()
+	r.p.stats.l7Stop(reason)
 	for _, pe := range left {
 		if pe.denied {
 			_, _ = r.s.client.Write(pe.deny)

@@ -1,0 +1,40 @@
+package proxy
+
+import (
+	"maps"
+	"testing"
+)
+
+// TestL7Stats: the L7 counters of Stats count the parsed connection, its
+// requests, the denied one and the reason parsing stopped, and the
+// connection whose protocol was not recognised.
+func TestL7Stats(t *testing.T) {
+	var got syncLines
+	dst := lineServer(t, false, &got)
+	e := l7Env(t, l7Decider{rules: &L7Rules{Guard: verbGuard{"FLUSH": true}}}, nil)
+	c := e.dial(t, dst)
+	c.Write([]byte("GET a\n"))
+	readLines(t, c, 1)
+	c.Write([]byte("FLUSH\n"))
+	readLines(t, c, 1)
+	c.Write([]byte("BAD \xff\xfe\nGET b\n"))
+	readLines(t, c, 2)
+	c.Close()
+	// A protocol the detector does not know is relayed untouched.
+	u := e.dial(t, dst)
+	u.Write([]byte("lower case\n"))
+	readLines(t, u, 1)
+	u.Close()
+	e.waitIdle(t)
+
+	s := e.p.Stats()
+	wantStopped := map[string]uint64{}
+	for _, r := range L7StopReasons() {
+		wantStopped[r] = 0
+	}
+	wantStopped["protocol_error"] = 1
+	if s.L7Parsed != 1 || s.L7Unparsed != 1 || s.L7Requests != 2 || s.L7Denied != 1 || !maps.Equal(s.L7Stopped, wantStopped) {
+		t.Errorf("Stats() L7 = parsed %d, unparsed %d, requests %d, denied %d, stopped %v; want 1, 1, 2, 1, %v",
+			s.L7Parsed, s.L7Unparsed, s.L7Requests, s.L7Denied, s.L7Stopped, wantStopped)
+	}
+}
