@@ -300,7 +300,11 @@ func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (res
 	}
 	k := copy(buf, buf[off:])
 	buf = buf[:k]
-	if !r.plain.Load() && safeEncrypted(r.parser) {
+	// Once encrypted, the parser only passes opaque bytes through; it still
+	// sees the server's first bytes after the switch when requests wait,
+	// so the reply to a TLS ClientHello (or to a Postgres SSLRequest, an
+	// HTTP CONNECT) completes its entry.
+	if !r.plain.Load() && safeEncrypted(r.parser) && (d == l7.FromServer || r.waiting() == 0) {
 		r.stop(d, errEncrypted)
 	}
 	return buf, true
@@ -581,6 +585,13 @@ func (r *l7relay) stop(d l7.Dir, err error) {
 	e.Attrs["direction"] = d.String()
 	r.p.log.Debug("parsing stopped", "src", e.Src, "dst", e.Dst, "protocol", r.lc.stats.proto, "reason", reason, "err", err)
 	r.p.appendLazy(r.ctx, e)
+}
+
+// waiting is how many requests wait for their response.
+func (r *l7relay) waiting() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.pending)
 }
 
 // finish records the requests still waiting when the connection ends.

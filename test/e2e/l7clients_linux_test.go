@@ -320,12 +320,9 @@ func TestL7CurlTLS(t *testing.T) {
 		t.Fatalf("%d tls l7.request entries from curl; want 1", len(reqs))
 	}
 	e := reqs[0]
-	// The proxy stops parsing as soon as the session is encrypted, which
-	// is right after the ClientHello, so the ServerHello that would
-	// complete it is not waited for: status is "unknown" today, "ok"
-	// once the relay lets the TLS parser see the server's first record.
+	// The server's first record (its ServerHello) completes the entry.
 	if e.Rule != "tls-only" || e.Decision != auditlog.Allow || e.Attr("kind") != "client_hello" || e.Attr("target") != "svc.example" ||
-		e.Attr("text") != "client_hello svc.example" || (e.Attr("status") != "ok" && e.Attr("status") != "unknown") ||
+		e.Attr("text") != "client_hello svc.example" || e.Attr("status") != "ok" ||
 		!strings.HasPrefix(e.Attr("version"), "TLS1.") || !strings.Contains(e.Attr("alpn"), "http/1.1") {
 		t.Errorf("curl's l7.request: rule %s, decision %s, attrs %v; want tls-only allow, client_hello for svc.example with version and ALPN", e.Rule, e.Decision, e.Attrs)
 	}
