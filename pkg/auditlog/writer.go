@@ -237,11 +237,15 @@ func (w *writer) flush(buf []byte, pending []*job) {
 		if err := w.chain.add(j.seq, j.canon, j.hash); err != nil {
 			panic(fmt.Sprintf("auditlog: writer broke its own chain at seq %d: %v", j.seq, err))
 		}
+	}
+	w.segEntries += len(pending)
+	// Publish the durable seq before any waiter wakes, so Stats read after
+	// an Ack never shows the entry as not yet durable.
+	w.l.stats.durableSeq.Store(w.chain.size())
+	for _, j := range pending {
 		close(j.ack.done)
 		<-w.l.slots
 	}
-	w.segEntries += len(pending)
-	w.l.stats.durableSeq.Store(w.chain.size())
 }
 
 // write appends buf to the current segment and syncs it. On failure the
