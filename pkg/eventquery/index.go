@@ -388,15 +388,18 @@ type indexStore struct {
 // newIndexStore picks the index location for logDir: logDir/index when the
 // log directory is writable (the agent's own data directory, as root), or
 // else a per-directory folder under the user's cache directory, so a
-// read-only archive is never modified. explicit overrides both.
+// read-only archive is never modified. An index/ folder that came with a
+// read-only archive is not read: whoever made the archive could have left
+// one that omits entries, and an index can only ever hide entries, never
+// add any (every hit is re-read from the log). explicit overrides both.
 func newIndexStore(logDir, explicit string) indexStore {
 	if explicit != "" {
 		return indexStore{dirs: []string{explicit}, write: explicit}
 	}
 	local := filepath.Join(logDir, "index")
-	s := indexStore{dirs: []string{local}}
+	var s indexStore
 	if unix.Access(logDir, unix.W_OK) == nil {
-		s.write = local
+		s.dirs, s.write = []string{local}, local
 		return s
 	}
 	if cache, err := os.UserCacheDir(); err == nil {
