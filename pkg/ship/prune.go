@@ -118,7 +118,17 @@ func (rt *retainer) pass(ctx context.Context) error {
 		}
 		shipped, missing := rt.s.shippedBy(seg, t)
 		req := auditlog.PruneRequest{Segment: seg.Name, Shipped: shipped}
-		if len(missing) > 0 {
+		if len(rt.s.runners) == 0 {
+			// Nothing ships anything, so every deletion is a drop of
+			// entries no sink holds, recorded as one.
+			why := fmt.Sprintf("the log holds %d bytes, over max_bytes %d, and %s (seqs %d..%d) is not shipped: no sink configured",
+				total, rt.cfg.MaxBytes, seg.Name, seg.First, seg.Last)
+			if !rt.cfg.DropUnshipped {
+				rt.report(total, why+": nothing is deleted (configure a sink, or drop_unshipped: true bounds the disk instead)")
+				return nil
+			}
+			req.Unshipped, req.Reason = true, "local retention: "+why
+		} else if len(missing) > 0 {
 			why := fmt.Sprintf("the log holds %d bytes, over max_bytes %d, and %s (seqs %d..%d) is not confirmed by sink %s",
 				total, rt.cfg.MaxBytes, seg.Name, seg.First, seg.Last, strings.Join(missing, ", "))
 			if !rt.cfg.DropUnshipped {

@@ -311,3 +311,42 @@ func TestDurableLimit(t *testing.T) {
 		}
 	}
 }
+
+// With no sink configured nothing is ever shipped, so every deletion the
+// budget forces is a drop: a log.gap marked unshipped, counted as dropped.
+func TestRetentionWithoutSinkRecordsDrops(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l := shiptest.OpenLog(t, dir, nil)
+	l.Write(t, 150)
+	const budget = 16 << 10
+	sh, err := ship.New(ship.Config{Dir: dir, Host: "host-a", Retention: ship.Retention{MaxBytes: budget, DropUnshipped: true, Pruner: l.Log}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Retain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := sh.RetentionStatus()
+	if st.PrunedSegments == 0 || st.DroppedUnshipped == 0 || st.DroppedUnshipped != st.PrunedThrough {
+		t.Fatalf("retention status %+v; want seqs 1..%d counted as dropped unshipped", st, st.PrunedThrough)
+	}
+	var n int
+	err = auditlog.Scan(ctx, dir, 1, func(r auditlog.Record) error {
+		e := r.Entry
+		if e.Attr(auditlog.PruneLast) == "" {
+			return nil
+		}
+		n++
+		if e.Type != auditlog.LogGap || e.Attr("unshipped") != "true" || !strings.Contains(e.Attr("reason"), "no sink configured") {
+			t.Errorf("record %d = %s %v; want a log.gap, unshipped, saying no sink is configured", e.Seq, e.Type, e.Attrs)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatal("no prune record in the log")
+	}
+}
