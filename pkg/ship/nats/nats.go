@@ -92,7 +92,7 @@ func (s *Sink) Check(ctx context.Context) error {
 		opts := append([]nats.Option{nats.Name("vigil-ship"), nats.MaxReconnects(-1)}, s.cfg.Options...)
 		nc, err := nats.Connect(s.cfg.URL, opts...)
 		if err != nil {
-			return fmt.Errorf("nats: connect %s: %w", s.cfg.URL, err)
+			return connectError(s.cfg.URL, err)
 		}
 		js, err := jetstream.New(nc)
 		if err != nil {
