@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -20,20 +21,43 @@ var s3Flags = []cli.Flag{
 	&cli.StringFlag{Name: "s3-endpoint", Usage: "S3 endpoint host:port or URL (else AWS_ENDPOINT_URL; default s3.amazonaws.com)"},
 	&cli.StringFlag{Name: "s3-region", Usage: "S3 region (else AWS_REGION)"},
 	&cli.StringFlag{Name: "s3-access-key", Usage: "S3 access key id (else AWS_ACCESS_KEY_ID)"},
-	&cli.StringFlag{Name: "s3-secret-key", Usage: "S3 secret access key (else AWS_SECRET_ACCESS_KEY)"},
+	// The secret comes from a file or the environment, never a flag: argv
+	// is readable by every user in /proc/PID/cmdline.
+	&cli.StringFlag{Name: "s3-secret-key-file", Usage: "file holding the S3 secret access key (else AWS_SECRET_ACCESS_KEY)"},
 	&cli.BoolFlag{Name: "s3-insecure", Usage: "plain HTTP to the S3 endpoint"},
 }
 
 // s3Client builds a client from the flags and environment.
 func s3Client(c *cli.Context) (*minio.Client, error) {
+	secret, err := s3SecretKey(c.String("s3-secret-key-file"))
+	if err != nil {
+		return nil, err
+	}
 	e := s3.EndpointFromEnv(s3.Endpoint{
 		Endpoint:  c.String("s3-endpoint"),
 		Region:    c.String("s3-region"),
 		AccessKey: c.String("s3-access-key"),
-		SecretKey: c.String("s3-secret-key"),
+		SecretKey: secret,
 		Insecure:  c.Bool("s3-insecure"),
 	})
 	return s3.NewClient(e)
+}
+
+// s3SecretKey reads the secret access key from path; with no path it
+// returns "" so the environment is used.
+func s3SecretKey(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", usagef("--s3-secret-key-file: %v", err)
+	}
+	secret := strings.TrimSpace(string(b))
+	if secret == "" {
+		return "", usagef("--s3-secret-key-file: %s is empty: write the secret access key into it", path)
+	}
+	return secret, nil
 }
 
 // archiveCheck is what verify found out about an S3 archive beyond the
