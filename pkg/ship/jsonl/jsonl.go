@@ -27,7 +27,17 @@ type Config struct {
 type Sink struct {
 	cfg Config
 	mu  sync.Mutex
-	f   *os.File
+	f   file
+}
+
+// file is the part of *os.File the sink uses; a test puts a failing
+// writer in front of it.
+type file interface {
+	Write([]byte) (int, error)
+	Sync() error
+	Stat() (os.FileInfo, error)
+	Truncate(int64) error
+	Close() error
 }
 
 // New validates cfg; the file is opened by Check.
@@ -84,22 +94,35 @@ func (s *Sink) Publish(_ context.Context, msgs []ship.Message) error {
 		}
 		buf = append(append(buf, b...), '\n')
 	}
+	info, err := s.f.Stat()
+	if err != nil {
+		s.reset(-1)
+		return fmt.Errorf("jsonl: stat %s: %w", s.cfg.Path, err)
+	}
+	size := info.Size()
 	if _, err := s.f.Write(buf); err != nil {
-		s.reset()
-		return fmt.Errorf("jsonl: write %s: %w", s.cfg.Path, err)
+		return errors.Join(fmt.Errorf("jsonl: write %s: %w", s.cfg.Path, err), s.reset(size))
 	}
 	if err := s.f.Sync(); err != nil {
-		s.reset()
-		return fmt.Errorf("jsonl: sync %s: %w", s.cfg.Path, err)
+		return errors.Join(fmt.Errorf("jsonl: sync %s: %w", s.cfg.Path, err), s.reset(size))
 	}
 	return nil
 }
 
-// reset closes the file after a failed write so the next attempt reopens
-// it (it may have been rotated or its disk replaced).
-func (s *Sink) reset() {
+// reset cuts the file back to size (when not negative) after a failed
+// write, so a half-written line does not stay in front of the retried
+// batch for a reader to choke on, then closes it so the next attempt
+// reopens it (it may have been rotated or its disk replaced).
+func (s *Sink) reset(size int64) error {
+	var err error
+	if size >= 0 {
+		if terr := s.f.Truncate(size); terr != nil {
+			err = fmt.Errorf("jsonl: cut %s back to %d bytes after a failed write: %w", s.cfg.Path, size, terr)
+		}
+	}
 	s.f.Close()
 	s.f = nil
+	return err
 }
 
 // Close implements ship.Sink.
