@@ -448,6 +448,10 @@ func (p *parser) rules(n *yaml.Node, doc *document) {
 			p.warnf(rn, field, "rules after it can never match; give it a match, or make it the default",
 				"rule %q has no match: it matches every connection", r.Name)
 		}
+		if (r.Action == Allow || r.Action == Audit) && r.match.str[fNames].on && !r.match.cidr.on && p.errors() == errorsBefore {
+			p.warnf(rn, field, "add the destination's cidr to the match, so the name is allowed only where it really lives",
+				"rule %q lets a connection through by its name alone: the name is what the client sends (TLS SNI, HTTP Host), so any workload the rule covers can reach any address by sending it", r.Name)
+		}
 		r.match.seal()
 		r.not.seal()
 		doc.rules = append(doc.rules, r)
