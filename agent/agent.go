@@ -349,6 +349,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if a.icpt != nil {
+		wg.Go(func() { a.watchEventLoss(ctx) })
+	}
 	if a.netns != nil {
 		wg.Add(1)
 		go func() {
