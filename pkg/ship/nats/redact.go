@@ -18,8 +18,9 @@ func redactURL(raw string) string {
 
 func redactOne(p string) string {
 	u, err := url.Parse(p)
-	if err != nil {
-		// Unparseable: hide everything before the last '@' of the authority.
+	if err != nil || !strings.Contains(p, "://") {
+		// Unparseable, or no scheme ("user:pass@host:4222" parses with
+		// "user" as the scheme): hide everything before the last '@'.
 		scheme, rest, ok := strings.Cut(p, "://")
 		if !ok {
 			scheme, rest = "", p

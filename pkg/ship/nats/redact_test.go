@@ -14,6 +14,8 @@ func TestRedactURL(t *testing.T) {
 		{"nats://tok3n@127.0.0.1:4222", "nats://xxxxx@127.0.0.1:4222"},
 		{"nats://a:p1@h1:4222, nats://b:p2@h2:4222", "nats://a:xxxxx@h1:4222,nats://b:xxxxx@h2:4222"},
 		{"nats://a:s3cret@h:bad%zz", "nats://xxxxx@h:bad%zz"},
+		{"alice:s3cret@127.0.0.1:4222", "xxxxx@127.0.0.1:4222"},
+		{"127.0.0.1:4222", "127.0.0.1:4222"},
 	}
 	for _, tc := range tests {
 		if got := redactURL(tc.in); got != tc.want {
@@ -29,6 +31,7 @@ func TestConnectErrorHidesCredentials(t *testing.T) {
 		"nats://alice:s3cret@127.0.0.1:1",
 		"nats://alice:s3cret@127.0.0.1:notaport",
 		"nats://s3cret@127.0.0.1:1",
+		"alice:s3cret@127.0.0.1:1",
 	} {
 		s, err := New(Config{URL: u, Host: "h"})
 		if err != nil {
