@@ -55,6 +55,12 @@ func (g *Guardrails) Redact() bool { return g.redact }
 // before the request is forwarded (audit: required).
 func (g *Guardrails) AuditRequired() bool { return g.durable }
 
+// Denies reports whether the guardrails deny any request at all (an SQL,
+// Redis or HTTP deny list); an l7 section without one only audits.
+func (g *Guardrails) Denies() bool {
+	return len(g.sqlKinds) > 0 || g.sqlDelNoWhere || g.sqlUpdNoWhere || len(g.redisCommands) > 0 || len(g.http) > 0
+}
+
 // Check reports whether req is denied by the guardrails and, if so, why
 // (a short phrase naming the guardrail, recorded in the audit entry and
 // sent to the client in the protocol's error).

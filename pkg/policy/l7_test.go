@@ -218,3 +218,26 @@ func FuzzGuardrails(f *testing.F) {
 		}
 	})
 }
+
+// TestGuardrailsDenies: an l7 section with a deny list denies; one that
+// only audits does not, so the proxy can fall back to plain bytes for it.
+func TestGuardrailsDenies(t *testing.T) {
+	src := l7Policy + `  - name: audit-only
+    action: allow
+    match: {dst: {ports: [9000]}}
+    l7: {}
+`
+	p, err := Parse("p.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for port, want := range map[uint16]bool{5432: true, 6379: true, 443: true, 9000: false} {
+		g := p.Decide(Input{Dst: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port)}).L7
+		if g == nil {
+			t.Fatalf("port %d: no guardrails", port)
+		}
+		if got := g.Denies(); got != want {
+			t.Errorf("port %d: Denies() = %v; want %v", port, got, want)
+		}
+	}
+}

@@ -60,6 +60,32 @@ type L7Rules struct {
 	Durable bool
 }
 
+// strict reports whether the rules need every request of the connection
+// seen: a guardrail that can deny, require_tls or audit: required. Such a
+// connection is reset, not relayed blind, when its requests cannot be
+// parsed; one that only audits falls back to relaying plain bytes.
+func (r *L7Rules) strict() bool {
+	if r == nil {
+		return false
+	}
+	if r.RequireTLS || r.Durable {
+		return true
+	}
+	if r.Guard == nil {
+		return false
+	}
+	if d, ok := r.Guard.(denier); ok {
+		return d.Denies()
+	}
+	return true
+}
+
+// denier is a Guard that can tell it denies nothing; a Guard that cannot
+// tell counts as one that denies.
+type denier interface {
+	Denies() bool
+}
+
 // Guard checks one request against the guardrails of the rule that
 // allowed its connection; *policy.Guardrails is one.
 type Guard interface {

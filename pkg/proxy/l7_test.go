@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -192,6 +193,11 @@ func (s *syncLines) get() []string {
 
 // l7Env is a proxy whose connections are inspected with the line parser.
 func l7Env(t *testing.T, d l7Decider, pr *lineParser) *env {
+	return l7EnvWith(t, d, pr, nil)
+}
+
+// l7EnvWith is l7Env with its L7Config changed by set.
+func l7EnvWith(t *testing.T, d l7Decider, pr *lineParser, set func(*L7Config)) *env {
 	if pr == nil {
 		pr = &lineParser{}
 	}
@@ -204,6 +210,9 @@ func l7Env(t *testing.T, d l7Decider, pr *lineParser) *env {
 			},
 			Detect:       lineDetect,
 			ResponseWait: 300 * time.Millisecond,
+		}
+		if set != nil {
+			set(&c.L7)
 		}
 	})
 }
@@ -364,36 +373,179 @@ func TestL7PartialMessages(t *testing.T) {
 	}
 }
 
-// TestL7FallbackOnGarbage: a parser error stops parsing, is recorded,
-// and the connection goes on as plain TCP with every byte delivered.
+// TestL7FallbackOnGarbage: a parser error stops parsing and is
+// recorded. Where the rules only audit, the connection goes on as plain
+// TCP with every byte delivered; where a guardrail needs every request
+// seen, the connection is reset and nothing after the error is forwarded.
 func TestL7FallbackOnGarbage(t *testing.T) {
-	var got syncLines
-	dst := lineServer(t, false, &got)
-	e := l7Env(t, l7Decider{rules: &L7Rules{Guard: verbGuard{"FLUSH": true}}}, nil)
-	c := e.dial(t, dst)
-	c.Write([]byte("GET a\n"))
-	readLines(t, c, 1)
-	c.Write([]byte("BAD \xff\xfe\nFLUSH\n"))
-	if r := readLines(t, c, 2); r[1] != "+FLUSH" {
-		t.Errorf("replies after garbage = %q; want FLUSH relayed untouched", r)
+	for _, tt := range []struct {
+		name   string
+		rules  *L7Rules
+		strict bool
+	}{
+		{"audit only", &L7Rules{}, false},
+		{"guardrail", &L7Rules{Guard: verbGuard{"FLUSH": true}}, true},
+		{"guardrail that denies nothing", &L7Rules{Guard: deniesNothing{}}, false},
+		{"audit required", &L7Rules{Durable: true}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got syncLines
+			dst := lineServer(t, false, &got)
+			e := l7Env(t, l7Decider{rules: tt.rules}, nil)
+			c := e.dial(t, dst)
+			c.Write([]byte("GET a\n"))
+			readLines(t, c, 1)
+			c.Write([]byte("BAD \xff\xfe\nFLUSH\n"))
+			wantServer := "GET a|BAD \xff\xfe|FLUSH"
+			if tt.strict {
+				expectReset(t, c)
+				wantServer = "GET a"
+			} else if r := readLines(t, c, 2); r[1] != "+FLUSH" {
+				t.Errorf("replies after garbage = %q; want FLUSH relayed untouched", r)
+			}
+			c.Close()
+			e.waitIdle(t)
+			if s := got.get(); strings.Join(s, "|") != wantServer {
+				t.Errorf("server read %q; want %q", s, wantServer)
+			}
+			es := e.entries(t)
+			var stopped []auditlog.Entry
+			for _, r := range l7Entries(es) {
+				if r.Attr("l7_stopped") != "" {
+					stopped = append(stopped, r)
+				}
+			}
+			if len(stopped) != 1 || stopped[0].Attr("l7_stopped") != "protocol_error" || !strings.Contains(stopped[0].Attr("error"), "not text") {
+				t.Fatalf("stop entries = %+v; want one protocol_error", stopped)
+			}
+			wantDecision, wantReason := auditlog.Allow, "closed"
+			if tt.strict {
+				wantDecision, wantReason = auditlog.Deny, reasonL7Unparsed
+			}
+			if stopped[0].Decision != wantDecision {
+				t.Errorf("stop entry decision = %v; want %v", stopped[0].Decision, wantDecision)
+			}
+			if cl := ofType(es, auditlog.ConnClose)[0]; cl.Attr("l7_stopped") != "protocol_error" || cl.Attr("reason") != wantReason {
+				t.Errorf("conn.close attrs = %v; want reason %s", cl.Attrs, wantReason)
+			}
+		})
 	}
-	c.Close()
-	e.waitIdle(t)
-	if s := got.get(); strings.Join(s, "|") != "GET a|BAD \xff\xfe|FLUSH" {
-		t.Errorf("server read %q", s)
+}
+
+// deniesNothing is a guardrail with no deny list (an l7 section that only
+// audits).
+type deniesNothing struct{}
+
+func (deniesNothing) Check(*l7.Request) (bool, string) { return false, "" }
+func (deniesNothing) Denies() bool                     { return false }
+
+// TestL7TooLargeFailsClosed: a message padded past l7.MaxBuffer, then a
+// denied verb. Under a guardrail the connection is reset, the server never
+// sees the verb, and the stop is recorded as a denial; under rules that
+// only audit the bytes go on unparsed, as before.
+func TestL7TooLargeFailsClosed(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		rules  *L7Rules
+		strict bool
+	}{
+		{"audit only", &L7Rules{}, false},
+		{"guardrail", &L7Rules{Guard: verbGuard{"FLUSH": true}}, true},
+		{"require tls", &L7Rules{RequireTLS: true}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got syncLines
+			dst := lineServer(t, false, &got)
+			e := l7Env(t, l7Decider{rules: tt.rules}, nil)
+			c := e.dial(t, dst)
+			padded := "SET " + strings.Repeat("x", 2*l7.MaxBuffer) + "\nFLUSH\n"
+			go c.Write([]byte(padded))
+			if tt.strict {
+				expectReset(t, c)
+			} else if r := readLines(t, c, 2); r[1] != "+FLUSH" {
+				t.Errorf("replies = %q; want FLUSH relayed unparsed", r)
+			}
+			c.Close()
+			e.waitIdle(t)
+			s := got.get()
+			if tt.strict && len(s) != 0 {
+				t.Errorf("server read %d lines; want none", len(s))
+			}
+			if !tt.strict && (len(s) != 2 || s[1] != "FLUSH") {
+				t.Errorf("server read %d lines; want the padded one and FLUSH", len(s))
+			}
+			es := e.entries(t)
+			var stopped []auditlog.Entry
+			for _, r := range l7Entries(es) {
+				if r.Attr("l7_stopped") == "too_large" {
+					stopped = append(stopped, r)
+				}
+			}
+			if len(stopped) != 1 || (stopped[0].Decision == auditlog.Deny) != tt.strict {
+				t.Errorf("too_large entries = %+v; want one, denied = %v", stopped, tt.strict)
+			}
+			cl := ofType(es, auditlog.ConnClose)[0]
+			if tt.strict && cl.Attr("reason") != reasonL7Unparsed {
+				t.Errorf("conn.close attrs = %v; want reason %s", cl.Attrs, reasonL7Unparsed)
+			}
+			if cl.Attr("l7_stopped") != "too_large" {
+				t.Errorf("conn.close attrs = %v; want l7_stopped=too_large", cl.Attrs)
+			}
+		})
 	}
-	es := e.entries(t)
-	var stopped []auditlog.Entry
-	for _, r := range l7Entries(es) {
-		if r.Attr("l7_stopped") != "" {
-			stopped = append(stopped, r)
-		}
-	}
-	if len(stopped) != 1 || stopped[0].Attr("l7_stopped") != "protocol_error" || !strings.Contains(stopped[0].Attr("error"), "not text") {
-		t.Errorf("stop entries = %+v; want one protocol_error", stopped)
-	}
-	if cl := ofType(es, auditlog.ConnClose)[0]; cl.Attr("l7_stopped") != "protocol_error" || cl.Attr("reason") != "closed" {
-		t.Errorf("conn.close attrs = %v", cl.Attrs)
+}
+
+// TestL7PendingOverflow: the request that finds the queue of requests
+// waiting for responses full has an entry of its own; under a guardrail
+// the connection is then reset.
+func TestL7PendingOverflow(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		rules  *L7Rules
+		strict bool
+	}{
+		{"audit only", &L7Rules{}, false},
+		{"guardrail", &L7Rules{Guard: verbGuard{"FLUSH": true}}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got syncLines
+			dst := lineServer(t, false, &got)
+			e := l7EnvWith(t, l7Decider{rules: tt.rules}, nil, func(c *L7Config) { c.ResponseWait = time.Minute })
+			c := e.dial(t, dst)
+			c.Write([]byte(strings.Repeat("NOREPLY\n", maxPending) + "OVER\nFLUSH\n"))
+			if tt.strict {
+				expectReset(t, c)
+			} else if r := readLines(t, c, 2); r[0] != "+OVER" || r[1] != "+FLUSH" {
+				t.Errorf("replies = %q; want OVER and FLUSH relayed unparsed", r)
+			}
+			c.Close()
+			e.waitIdle(t)
+			for _, l := range got.get() {
+				if tt.strict && l == "FLUSH" {
+					t.Errorf("server read FLUSH after parsing stopped under a guardrail")
+				}
+			}
+			es := e.entries(t)
+			var over []auditlog.Entry
+			noreply := 0
+			for _, r := range l7Entries(es) {
+				switch r.Attr("kind") {
+				case "OVER":
+					over = append(over, r)
+				case "NOREPLY":
+					noreply++
+				}
+			}
+			if len(over) != 1 || over[0].Attr("status") != "unknown" {
+				t.Errorf("entries of the overflowing request = %+v; want one, status unknown", over)
+			}
+			if noreply != maxPending {
+				t.Errorf("%d NOREPLY entries; want %d", noreply, maxPending)
+			}
+			if cl := ofType(es, auditlog.ConnClose)[0]; cl.Attr("l7_stopped") != "too_many_pending" {
+				t.Errorf("conn.close attrs = %v", cl.Attrs)
+			}
+		})
 	}
 }
 
@@ -422,28 +574,85 @@ func TestL7BoundedMemory(t *testing.T) {
 	}
 }
 
-// TestL7UnknownProtocol: a protocol the detector does not know is relayed
-// untouched and nothing is recorded about requests.
+// TestL7UnknownProtocol: a protocol the detector does not know, or does
+// not know before FirstBytesWait passes, is relayed untouched where the
+// rules only audit; under a guardrail or audit: required it is refused
+// and recorded.
 func TestL7UnknownProtocol(t *testing.T) {
-	dst := server(t, echo)
-	e := l7Env(t, l7Decider{rules: &L7Rules{Guard: verbGuard{"FLUSH": true}}}, nil)
-	c := e.dial(t, dst)
-	msg := "flush \xff binary\nFLUSH\n"
-	c.Write([]byte(msg))
-	c.CloseWrite()
-	b, _ := io.ReadAll(c)
-	if string(b) != msg {
-		t.Errorf("echo = %q; want %q", b, msg)
+	for _, tt := range []struct {
+		name   string
+		rules  *L7Rules
+		slow   bool // the first bytes come in two parts, FirstBytesWait apart
+		strict bool
+	}{
+		{"audit only", &L7Rules{}, false, false},
+		{"audit only, slow", &L7Rules{}, true, false},
+		{"guardrail", &L7Rules{Guard: verbGuard{"FLUSH": true}}, false, true},
+		{"guardrail, slow", &L7Rules{Guard: verbGuard{"FLUSH": true}}, true, true},
+		{"audit required, slow", &L7Rules{Durable: true}, true, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got syncLines
+			dst := lineServer(t, false, &got)
+			e := l7EnvWith(t, l7Decider{rules: tt.rules}, nil, func(c *L7Config) {
+				c.FirstBytesWait = 100 * time.Millisecond
+				c.Detect = slowDetect
+			})
+			c := e.dial(t, dst)
+			msg := "flush \xff binary\nFLUSH\n"
+			if tt.slow {
+				// Upper case: the line protocol, once the detector has
+				// seen enough of it, too late.
+				msg = "FLUSH\n"
+				c.Write([]byte("FL"))
+				time.Sleep(300 * time.Millisecond)
+				c.Write([]byte("USH\n"))
+			} else {
+				c.Write([]byte(msg))
+			}
+			if tt.strict {
+				// The reset may come before the second write, which
+				// then takes the error: the read sees EOF.
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if b, err := io.ReadAll(c); len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+					t.Errorf("read = %q, %v; want the connection reset", b, err)
+				}
+			} else if r := readLines(t, c, strings.Count(msg, "\n")); r[len(r)-1] != "+FLUSH" {
+				t.Errorf("replies = %q; want FLUSH relayed untouched", r)
+			}
+			c.Close()
+			e.waitIdle(t)
+			if s := got.get(); tt.strict && len(s) != 0 {
+				t.Errorf("server read %q; want nothing", s)
+			}
+			es := e.entries(t)
+			reqs := l7Entries(es)
+			cl := ofType(es, auditlog.ConnClose)[0]
+			if tt.strict {
+				if len(reqs) != 1 || reqs[0].Decision != auditlog.Deny || reqs[0].Attr("protocol") != "unknown" {
+					t.Errorf("l7.request entries = %+v; want one denial", reqs)
+				}
+				if cl.Attr("reason") != reasonProtocolUnknown {
+					t.Errorf("conn.close attrs = %v; want reason %s", cl.Attrs, reasonProtocolUnknown)
+				}
+				return
+			}
+			if len(reqs) != 0 {
+				t.Errorf("%d l7.request entries; want none", len(reqs))
+			}
+			if cl.Attr("l7") != "none" {
+				t.Errorf("conn.close attrs = %v; want l7=none", cl.Attrs)
+			}
+		})
 	}
-	c.Close()
-	e.waitIdle(t)
-	es := e.entries(t)
-	if n := len(l7Entries(es)); n != 0 {
-		t.Errorf("%d l7.request entries; want none", n)
+}
+
+// slowDetect is lineDetect that needs three bytes to say.
+func slowDetect(port uint16, d l7.Dir, p []byte) (string, bool) {
+	if len(p) < 3 {
+		return "", false
 	}
-	if cl := ofType(es, auditlog.ConnClose)[0]; cl.Attr("l7") != "none" {
-		t.Errorf("conn.close attrs = %v; want l7=none", cl.Attrs)
-	}
+	return lineDetect(port, d, p)
 }
 
 // TestL7ServerFirst: a protocol the server starts is detected from the
@@ -738,5 +947,27 @@ func TestL7Splices(t *testing.T) {
 				t.Errorf("bytes read by the process while relaying %d = %d; want about %d (the destination's reads only)", size, read, size)
 			}
 		})
+	}
+}
+
+// TestL7RulesStrict: which rules fail closed when their requests cannot
+// be parsed.
+func TestL7RulesStrict(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		rules *L7Rules
+		want  bool
+	}{
+		{"none", nil, false},
+		{"audit only", &L7Rules{}, false},
+		{"audit only, redact", &L7Rules{Redact: true}, false},
+		{"guard that denies nothing", &L7Rules{Guard: deniesNothing{}}, false},
+		{"guard", &L7Rules{Guard: verbGuard{"FLUSH": true}}, true},
+		{"require tls", &L7Rules{RequireTLS: true}, true},
+		{"audit required", &L7Rules{Durable: true, Guard: deniesNothing{}}, true},
+	} {
+		if got := tt.rules.strict(); got != tt.want {
+			t.Errorf("%s: strict() = %v; want %v", tt.name, got, tt.want)
+		}
 	}
 }

@@ -21,6 +21,13 @@ import (
 const (
 	reasonTLSRequired = "tls_required" // require_tls: the session was not encrypted
 	reasonL7Denied    = "l7_denied"    // a request was denied and the protocol cannot refuse one and go on
+	// reasonL7Unparsed: parsing stopped (too large, protocol error, too
+	// many pending) on a connection whose guardrails, require_tls or
+	// audit: required need every request seen; l7_stopped says why.
+	reasonL7Unparsed = "l7_unparsed"
+	// reasonProtocolUnknown: the protocol was not recognised (or not in
+	// time) on such a connection.
+	reasonProtocolUnknown = "protocol_unknown"
 )
 
 // TypeL7Response is the entry that completes an l7.request recorded
@@ -73,6 +80,10 @@ type l7relay struct {
 	dropping bool
 
 	plain atomic.Bool // parsing stopped: both directions relay plain bytes
+	// closed: parsing stopped on a strict connection, which was reset;
+	// nothing more is forwarded either way.
+	closed  atomic.Bool
+	stopped atomic.Bool // stop ran
 
 	clientMu sync.Mutex // serializes writes to the client (server bytes, denials)
 
@@ -123,12 +134,18 @@ func (p *Proxy) relayL7(ctx context.Context, s *session, open auditlog.Entry, op
 	newParser := cfg.Parsers[proto]
 	if newParser == nil {
 		p.stats.l7Unparsed.Add(1)
-		if lc.rules.RequireTLS {
+		if lc.rules.strict() {
+			// Guardrails and required auditing fail closed: a session
+			// whose requests cannot be seen is refused.
 			lc.stats.proto = "unknown"
 			e := r.entry(&l7.Request{Protocol: "unknown"})
-			r.denyEntry(&e, "TLS is required and the protocol was not recognised")
+			reason, why := reasonProtocolUnknown, "the protocol was not recognised, so its requests cannot be checked"
+			if lc.rules.RequireTLS {
+				reason, why = reasonTLSRequired, "TLS is required and the protocol was not recognised"
+			}
+			r.denyEntry(&e, why)
 			p.appendLazy(ctx, e)
-			s.stop(reasonTLSRequired, true)
+			s.stop(reason, true)
 			return 0, 0
 		}
 		if watching {
@@ -158,6 +175,9 @@ func (p *Proxy) relayL7(ctx context.Context, s *session, open auditlog.Entry, op
 func (r *l7relay) pipe(d l7.Dir, src, dst *net.TCPConn) (n int64) {
 	buf := make([]byte, 0, l7readStart)
 	for {
+		if r.closed.Load() {
+			return n
+		}
 		if r.plain.Load() {
 			if len(buf) > 0 && !r.write(d, dst, buf, &n) {
 				return n
@@ -237,11 +257,16 @@ func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (res
 	msgs, err := safeParse(r.parser, d, buf)
 	if err != nil {
 		r.stop(d, err)
-		return buf, true // the loop forwards it as plain bytes
+		return buf, !r.closed.Load() // the loop forwards it as plain bytes
 	}
 	off, from := 0, 0 // bytes handled; start of the bytes not yet forwarded
 	for i := range msgs {
 		if r.plain.Load() {
+			if r.closed.Load() {
+				// The connection was reset: the rest, from the request
+				// that stopped parsing on, never goes.
+				return nil, false
+			}
 			// Parsing stopped (here or in the other direction): the rest
 			// goes as it is.
 			off = len(buf)
@@ -284,6 +309,7 @@ func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (res
 				}
 			default:
 				if !r.track(m.Request) {
+					r.overflow(m.Request)
 					r.stop(d, errTooManyPending)
 				}
 			}
@@ -295,7 +321,7 @@ func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (res
 		}
 		off += m.Len
 	}
-	if !r.write(d, dst, buf[from:off], n) {
+	if r.closed.Load() || !r.write(d, dst, buf[from:off], n) {
 		return nil, false
 	}
 	k := copy(buf, buf[off:])
@@ -440,7 +466,15 @@ func (r *l7relay) recordDurable(req *l7.Request) bool {
 	if full {
 		r.stop(l7.FromClient, errTooManyPending)
 	}
-	return true
+	return !r.closed.Load()
+}
+
+// overflow records a request that found the queue full: it has its own
+// entry, though its response will not be told apart.
+func (r *l7relay) overflow(req *l7.Request) {
+	e := r.entry(req)
+	e.Attrs["status"] = "unknown"
+	r.p.appendLazy(r.ctx, e)
 }
 
 // complete forwards a response message b to the client, completes the
@@ -544,11 +578,19 @@ func (r *l7relay) expire(pe *l7pending) {
 // stop ends parsing for the connection, once: both directions forward
 // what they hold and relay plain bytes from then on. Why is recorded in
 // conn.close (l7_stopped) and, unless the session just became encrypted,
-// in an l7.request entry.
+// in an l7.request entry. A strict connection (L7Rules.strict) is reset
+// instead, unless it became encrypted: its guardrails fail closed.
 func (r *l7relay) stop(d l7.Dir, err error) {
-	if !r.plain.CompareAndSwap(false, true) {
+	if !r.stopped.CompareAndSwap(false, true) {
 		return
 	}
+	// closed is set before plain: no direction may read plain as leave
+	// to forward bytes on a connection about to be reset.
+	closing := r.rules.strict() && !errors.Is(err, errEncrypted)
+	if closing {
+		r.closed.Store(true)
+	}
+	r.plain.Store(true)
 	reason := "parse_error"
 	switch {
 	case errors.Is(err, errEncrypted):
@@ -583,8 +625,14 @@ func (r *l7relay) stop(d l7.Dir, err error) {
 	e.Attrs["l7_stopped"] = reason
 	e.Attrs["error"] = truncate(err.Error(), l7.MaxText)
 	e.Attrs["direction"] = d.String()
-	r.p.log.Debug("parsing stopped", "src", e.Src, "dst", e.Dst, "protocol", r.lc.stats.proto, "reason", reason, "err", err)
+	if closing {
+		r.denyEntry(&e, "parsing stopped ("+reason+"), so later requests cannot be checked")
+	}
+	r.p.log.Debug("parsing stopped", "src", e.Src, "dst", e.Dst, "protocol", r.lc.stats.proto, "reason", reason, "closing", closing, "err", err)
 	r.p.appendLazy(r.ctx, e)
+	if closing {
+		r.s.stop(reasonL7Unparsed, true)
+	}
 }
 
 // waiting is how many requests wait for their response.

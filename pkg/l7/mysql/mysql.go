@@ -335,6 +335,9 @@ func (p *Parser) statement(text string) stmt {
 	info := sql.Classify(text, sql.MySQL)
 	if p.opts.Redact {
 		text = sql.Redact(text, sql.MySQL)
+	} else {
+		// A password is never recorded, redacted or not.
+		text = sql.MaskSecrets(text, sql.MySQL)
 	}
 	return stmt{text: sql.Truncate(text, l7.MaxText), info: info}
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -347,5 +348,33 @@ func TestPendingBounded(t *testing.T) {
 	queries := bytes.Repeat(msg('Q', cs("SELECT 1")), maxPending+1)
 	if _, err := l7test.Run(p, []l7test.Step{cl(queries)}, l7test.Whole); !errors.Is(err, l7.ErrTooLarge) {
 		t.Fatalf("Replay of %d unanswered queries = %v; want ErrTooLarge", maxPending+1, err)
+	}
+}
+
+// TestPasswordMasked: with Redact off, the password of ALTER ROLE is
+// still never recorded.
+func TestPasswordMasked(t *testing.T) {
+	var b []byte
+	startup := []byte{0, 0, 0, 0, 0, 3, 0, 0}
+	startup = append(startup, "user\x00u\x00\x00"...)
+	binary.BigEndian.PutUint32(startup, uint32(len(startup)))
+	b = append(b, startup...)
+	q := "ALTER ROLE u PASSWORD 'hunter2'"
+	b = append(b, 'Q', 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(b[len(b)-4:], uint32(4+len(q)+1))
+	b = append(b, q...)
+	b = append(b, 0)
+	msgs, err := New(l7.Options{}).Parse(l7.FromClient, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for _, m := range msgs {
+		if m.Request != nil && m.Request.Kind == "ALTER" {
+			texts = append(texts, m.Request.Text)
+		}
+	}
+	if len(texts) != 1 || texts[0] != "ALTER ROLE u PASSWORD ?" {
+		t.Errorf("recorded %q; want the password masked", texts)
 	}
 }

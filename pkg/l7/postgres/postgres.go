@@ -195,6 +195,9 @@ func (p *Parser) statement(text string) stmt {
 	info := sql.Classify(text, sql.Postgres)
 	if p.opts.Redact {
 		text = sql.Redact(text, sql.Postgres)
+	} else {
+		// A password is never recorded, redacted or not.
+		text = sql.MaskSecrets(text, sql.Postgres)
 	}
 	return stmt{text: sql.Truncate(text, l7.MaxText), info: info}
 }

@@ -317,6 +317,65 @@ func Redact(text string, d Dialect) string {
 	return b.String()
 }
 
+// MaskSecrets returns text with the literals that set a password replaced
+// by "?", whether or not the rest is redacted: the literal after PASSWORD
+// (ALTER ROLE .. PASSWORD '..', PASSWORD('..')), after IDENTIFIED BY or
+// IDENTIFIED WITH plugin BY|AS, and after the "=" of SET PASSWORD FOR
+// user = '..'. A statement with none is returned as it is.
+func MaskSecrets(text string, d Dialect) string {
+	var b strings.Builder
+	lx := lexer{src: text, d: d}
+	last := 0
+	const (
+		idle  = iota
+		armed // the next literal is a secret
+		toEq  // PASSWORD FOR user: the secret follows the next "="
+	)
+	state, identified := idle, false
+	for {
+		t := lx.next()
+		if t.typ == tEOF {
+			break
+		}
+		switch t.typ {
+		case tSemi:
+			state, identified = idle, false
+		case tLiteral:
+			if state == armed {
+				if b.Len() == 0 {
+					b.Grow(len(text))
+				}
+				b.WriteString(text[last:t.start])
+				b.WriteByte('?')
+				last = t.end
+				state = idle
+			}
+		case tWord:
+			switch w := strings.ToUpper(t.text); {
+			case w == "PASSWORD":
+				state = armed
+			case w == "IDENTIFIED":
+				identified, state = true, idle
+			case identified && (w == "BY" || w == "AS"):
+				state = armed
+			case w == "FOR" && state == armed:
+				state = toEq
+			case state == armed:
+				state = idle
+			}
+		case tOther:
+			if state == toEq && t.text == "=" {
+				state = armed
+			}
+		}
+	}
+	if last == 0 {
+		return text
+	}
+	b.WriteString(text[last:])
+	return b.String()
+}
+
 // Truncate cuts s to at most n bytes on a rune boundary and replaces
 // invalid UTF-8, so the result is safe to log.
 func Truncate(s string, n int) string {

@@ -106,7 +106,7 @@ func TestTruncate(t *testing.T) {
 }
 
 func FuzzClassify(f *testing.F) {
-	for _, s := range []string{"SELECT 1", "WITH a AS (DELETE FROM t) SELECT 1", "/*!5 DROP */", "$a$ $a", "E'\\", "'", "0x", "U&'"} {
+	for _, s := range []string{"SELECT 1", "WITH a AS (DELETE FROM t) SELECT 1", "/*!5 DROP */", "$a$ $a", "E'\\", "'", "0x", "U&'", "SET PASSWORD FOR 'u'@'h' = 'p'", "ALTER USER u IDENTIFIED WITH p BY 'x'"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -116,6 +116,9 @@ func FuzzClassify(f *testing.F) {
 			r := Redact(s, d)
 			if len(r) > len(s) {
 				t.Fatalf("Redact(%q) = %q is longer than its input", s, r)
+			}
+			if m := MaskSecrets(s, d); len(m) > len(s) {
+				t.Fatalf("MaskSecrets(%q) = %q is longer than its input", s, m)
 			}
 			if tr := Truncate(s, 100); len(tr) > 100 || !utf8.ValidString(tr) {
 				t.Fatalf("Truncate(%q) = %q", s, tr)
@@ -141,6 +144,39 @@ func TestAddAttrs(t *testing.T) {
 		Classify(tt.text, Postgres).AddAttrs(got)
 		if !maps.Equal(got, tt.want) {
 			t.Errorf("%q: %v; want %v", tt.text, got, tt.want)
+		}
+	}
+}
+
+// TestMaskSecrets: the literal that sets a password is masked in every
+// form the dialects have; other literals stay.
+func TestMaskSecrets(t *testing.T) {
+	tests := []struct {
+		text string
+		d    Dialect
+		want string
+	}{
+		{"ALTER ROLE bob PASSWORD 's3cret'", Postgres, "ALTER ROLE bob PASSWORD ?"},
+		{"alter role bob with encrypted password 'x' valid until '2030-01-01'", Postgres, "alter role bob with encrypted password ? valid until '2030-01-01'"},
+		{"CREATE USER u WITH PASSWORD E'it\\'s'", Postgres, "CREATE USER u WITH PASSWORD ?"},
+		{"CREATE ROLE r LOGIN PASSWORD $$pw$$", Postgres, "CREATE ROLE r LOGIN PASSWORD ?"},
+		{"ALTER ROLE r PASSWORD NULL", Postgres, "ALTER ROLE r PASSWORD NULL"},
+		{"CREATE USER 'u'@'%' IDENTIFIED BY 'pw'", MySQL, "CREATE USER 'u'@'%' IDENTIFIED BY ?"},
+		{"ALTER USER u IDENTIFIED WITH mysql_native_password BY \"pw\"", MySQL, "ALTER USER u IDENTIFIED WITH mysql_native_password BY ?"},
+		{"CREATE USER u IDENTIFIED WITH caching_sha2_password AS '$A$005$x'", MySQL, "CREATE USER u IDENTIFIED WITH caching_sha2_password AS ?"},
+		{"GRANT ALL ON db.* TO u IDENTIFIED BY PASSWORD '*ABC'", MySQL, "GRANT ALL ON db.* TO u IDENTIFIED BY PASSWORD ?"},
+		{"SET PASSWORD = 'pw'", MySQL, "SET PASSWORD = ?"},
+		{"SET PASSWORD = PASSWORD('pw')", MySQL, "SET PASSWORD = PASSWORD(?)"},
+		{"SET PASSWORD FOR 'u'@'h' = 'pw'", MySQL, "SET PASSWORD FOR 'u'@'h' = ?"},
+		{"SELECT 'a' AS b; ALTER USER u IDENTIFIED BY 'pw'; SELECT 'c' AS d", MySQL, "SELECT 'a' AS b; ALTER USER u IDENTIFIED BY ?; SELECT 'c' AS d"},
+		{"SELECT 'x' AS password", Postgres, "SELECT 'x' AS password"},
+		{"SELECT 1 AS n, 'y'", Postgres, "SELECT 1 AS n, 'y'"},
+		{"ALTER ROLE bob PASSWORD", Postgres, "ALTER ROLE bob PASSWORD"},
+		{"", Postgres, ""},
+	}
+	for _, tt := range tests {
+		if got := MaskSecrets(tt.text, tt.d); got != tt.want {
+			t.Errorf("MaskSecrets(%q) = %q; want %q", tt.text, got, tt.want)
 		}
 	}
 }
