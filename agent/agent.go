@@ -275,6 +275,10 @@ func checkKeyMode(path string) error {
 // Run records agent.start, serves until ctx ends, then drains, records
 // agent.stop, writes a final checkpoint and closes the log.
 func (a *Agent) Run(ctx context.Context) error {
+	// Every background part stops when Run ends, whether the caller
+	// cancelled ctx or the proxy stopped on its own.
+	ctx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
 	v := version.Get()
 	start := time.Now()
 	a.started = start
@@ -340,7 +344,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 		go func() {
 			defer wg.Done()
-			err := a.icpt.ReadEvents(ctx, func(ev intercept.Event) { a.kickNetns(ev); a.kernelEvent(ctx, ev) })
+			// Events drained after ctx ends are still recorded: the log
+			// closes only after this reader returns.
+			err := a.icpt.ReadEvents(ctx, func(ev intercept.Event) { a.kickNetns(ev); a.kernelEvent(context.WithoutCancel(ctx), ev) })
 			if err != nil {
 				a.log.Error("kernel event reader stopped", "err", err)
 			}
@@ -381,6 +387,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Error("proxy stopped", "err", runErr)
 		noteStopped(&a.status.proxyErr, runErr)
 	}
+	cancelRun()
 	a.notifyStopping()
 	stopCtx, cancel := context.WithTimeout(context.Background(), drainTimeout+20*time.Second)
 	defer cancel()

@@ -72,6 +72,9 @@ func (a *Agent) watchEventLoss(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			// One last look, so a loss in the final second is recorded
+			// too (best effort: the maps may be closing).
+			_ = w.check(context.WithoutCancel(ctx))
 			return
 		case <-t.C:
 		}

@@ -149,7 +149,16 @@ type Proxy struct {
 
 	extra     map[*net.TCPListener]*extraListener // AddListener; guarded by mu
 	startLoop func(*extraListener)                // set by Serve: starts an added listener's accept loop
+
+	// withinSlots bounds dials made inside another namespace: each holds
+	// a locked OS thread for the whole dial, and Go aborts the process
+	// past 10,000 threads, so one pod dialing a black hole must queue,
+	// not crash the agent.
+	withinSlots chan struct{}
 }
+
+// maxWithinDials is how many dials may run inside other namespaces at once.
+const maxWithinDials = 512
 
 // New checks cfg and binds the listeners, so that Addrs is valid at once
 // and a port that is taken is reported here rather than from Serve. It
@@ -184,6 +193,8 @@ func New(cfg Config) (*Proxy, error) {
 		log:      cfg.Logger,
 		stopped:  make(chan struct{}),
 		sessions: make(map[*session]struct{}),
+
+		withinSlots: make(chan struct{}, maxWithinDials),
 	}
 	if cfg.IdentityCacheTTL >= 0 {
 		p.ids = identity.NewCache(cfg.IdentityProcRoot, 0, cfg.IdentityCacheTTL)

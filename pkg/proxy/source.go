@@ -108,6 +108,12 @@ func (p *Proxy) dialFor(ctx context.Context, src *Source, dst netip.AddrPort) (*
 	if src == nil || src.Within == nil {
 		return p.dial(ctx, dst)
 	}
+	select {
+	case p.withinSlots <- struct{}{}:
+		defer func() { <-p.withinSlots }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	var c *net.TCPConn
 	err := src.Within(func() error {
 		var err error
