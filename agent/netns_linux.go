@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
@@ -180,8 +181,18 @@ func (a *Agent) adoptNetns(ctx context.Context, h *netns.Handle) (func(string), 
 		return nil, fmt.Errorf("listen on loopback (is lo up?): %w", err)
 	}
 	lns := []*net.TCPListener{ln4}
-	if ln6, err := h.Listen(ctx, &lc, fmt.Sprintf("[::1]:%d", port)); err == nil {
+	ln6, err := h.Listen(ctx, &lc, fmt.Sprintf("[::1]:%d", port))
+	switch {
+	case err == nil:
 		lns = append(lns, ln6)
+	case errors.Is(err, syscall.EADDRNOTAVAIL), errors.Is(err, syscall.EAFNOSUPPORT):
+		// IPv6 is off in the namespace: nothing there can make a native
+		// IPv6 connect, and IPv4-mapped ones reach the IPv4 listener.
+	default:
+		// Anything else (the port taken by a workload) would send the
+		// namespace's IPv6 connects somewhere else: do not serve it.
+		_ = ln4.Close()
+		return nil, fmt.Errorf("listen on [::1]:%d: %w", port, err)
 	}
 	closeAll := func() {
 		for _, ln := range lns {
