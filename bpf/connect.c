@@ -11,8 +11,8 @@
  *     is not captured or is the proxy itself (the proxy port on a loopback
  *     or unspecified address), the socket carries the bypass mark (reported
  *     unless the caller is exempt), lives in a network namespace the agent
- *     does not serve or is bound to a device (both reported, not
- *     redirected).
+ *     does not serve or is bound to a device (both reported once per
+ *     socket and destination, not redirected).
  *     A captured TCP connect() without the bypass mark is first looked up
  *     in the deny table (vigil_deny), whatever its namespace or device
  *     binding: a deny there fails connect() with the table's errno and is
@@ -338,7 +338,9 @@ static __always_inline int redirect_tcp(struct bpf_sock_addr *ctx, const struct 
 		__u64 ns = o.netns_cookie;
 
 		if (!bpf_map_lookup_elem(&vigil_netns, &ns)) {
-			emit(EVENT_OTHER_NETNS, IPPROTO_TCP, &o, sk);
+			/* Once per (socket, destination): a busy namespace must not crowd kernel.deny out of the ring buffer. */
+			if (first_report(ctx, d, EVENT_OTHER_NETNS))
+				emit(EVENT_OTHER_NETNS, IPPROTO_TCP, &o, sk);
 			count(STAT_OTHER_NETNS);
 			return 0;
 		}
