@@ -10,11 +10,13 @@
  *     cfg_proxy_port), unless the caller is cfg_exempt_pid, the destination
  *     is not captured or is the proxy itself (the proxy port on a loopback
  *     or unspecified address), the socket carries the bypass mark (reported
- *     unless the caller is exempt), lives in another network namespace or
- *     is bound to a device (both reported, not redirected).
- *     A TCP connect() that would be redirected is first looked up in the
- *     deny table (vigil_deny): a deny there fails connect() with the
- *     table's errno and is reported, and the proxy never sees it.
+ *     unless the caller is exempt), lives in a network namespace the agent
+ *     does not serve or is bound to a device (both reported once per
+ *     socket and destination, not redirected).
+ *     A captured TCP connect() without the bypass mark is first looked up
+ *     in the deny table (vigil_deny), whatever its namespace or device
+ *     binding: a deny there fails connect() with the table's errno and is
+ *     reported, and the proxy never sees it.
  *     UDP: report once per (socket, destination); never redirected.
  *   cgroup/getpeername4, cgroup/getpeername6
  *     A redirected socket's peer is its original destination.
@@ -320,6 +322,13 @@ static __always_inline int redirect_tcp(struct bpf_sock_addr *ctx, const struct 
 	}
 
 	fill_origin(&o, ctx, d);
+	/*
+	 * Before the namespace and device checks: any user may bind a socket
+	 * to a device (Linux 5.7+) and a pod may sit beyond the served
+	 * namespaces, and neither may step around a kernel-enforced deny.
+	 */
+	if (kernel_deny(d, &o, sk))
+		return -1;
 	if (o.netns_cookie != cfg_netns_cookie) {
 		/*
 		 * Loopback is per namespace: redirect only where the agent
@@ -329,7 +338,9 @@ static __always_inline int redirect_tcp(struct bpf_sock_addr *ctx, const struct 
 		__u64 ns = o.netns_cookie;
 
 		if (!bpf_map_lookup_elem(&vigil_netns, &ns)) {
-			emit(EVENT_OTHER_NETNS, IPPROTO_TCP, &o, sk);
+			/* Once per (socket, destination): a busy namespace must not crowd kernel.deny out of the ring buffer. */
+			if (first_report(ctx, d, EVENT_OTHER_NETNS))
+				emit(EVENT_OTHER_NETNS, IPPROTO_TCP, &o, sk);
 			count(STAT_OTHER_NETNS);
 			return 0;
 		}
@@ -341,8 +352,6 @@ static __always_inline int redirect_tcp(struct bpf_sock_addr *ctx, const struct 
 		count(STAT_BOUND_DEVICE);
 		return 0;
 	}
-	if (kernel_deny(d, &o, sk))
-		return -1;
 
 	cookie = o.socket_cookie;
 	if (bpf_map_update_elem(&vigil_origins, &cookie, &o, BPF_ANY)) {

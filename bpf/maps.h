@@ -77,7 +77,7 @@ struct {
 /* The inner map's value type would otherwise reach BTF only as a forward declaration. */
 const struct deny_val *_btf_deny_val __attribute__((unused));
 
-/* (socket, destination, kind) already reported: UDP, mark.bypass, bound.device. */
+/* (socket, destination, kind) already reported: UDP, mark.bypass, bound.device, netns.bypass. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);

@@ -25,7 +25,7 @@ const clientEnv = "VIGIL_TEST_CLIENT"
 
 // clientSpec is what a client process does.
 type clientSpec struct {
-	Op      string // "tcp", "tfo", "iouring", "udp", "loop", "tally", "open"
+	Op      string // "tcp", "tfo", "iouring", "udp", "loop", "tally", "retry", "open"
 	Family  int    // socket family: 4 or 6 (6 also for IPv4-mapped destinations)
 	Proto   int    // socket protocol, 0 for the default (TCP, UDP)
 	Addr    string // destination, netip.AddrPort syntax ([::ffff:10.0.0.1]:80 for IPv4-mapped)
@@ -35,7 +35,7 @@ type clientSpec struct {
 	Netns   string // network namespace file to enter before creating the socket
 	Payload string // written after connecting; then the reply is read to EOF
 	Exit    bool   // exit right after connect, without any I/O
-	Count   int    // "loop", "tally": sequential connections
+	Count   int    // "loop", "tally", "retry": sequential connections
 	Cgroup  string // "open": CgroupPath for Open
 }
 
@@ -123,6 +123,28 @@ func clientMain(spec *clientSpec, res *clientResult) {
 			}
 			res.Errnos[int(errno)]++
 			unix.Close(fd)
+		}
+		return
+	case "retry":
+		// One socket, connect() again after each failure: Linux lets a
+		// refused TCP socket try again, and each try passes the hook.
+		fd, err := newSocket(spec, unix.SOCK_STREAM)
+		if err != nil {
+			fail("socket", err)
+			return
+		}
+		defer unix.Close(fd)
+		res.Cookie, _ = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+		res.Errnos = make(map[int]int)
+		for range spec.Count {
+			var errno unix.Errno
+			if err := unix.Connect(fd, sa); err != nil && !errors.As(err, &errno) {
+				errno = unix.EINVAL
+			}
+			res.Errnos[int(errno)]++
+			if errno == 0 {
+				return
+			}
 		}
 		return
 	case "loop":

@@ -24,10 +24,12 @@ const DenyRuleDefault = ^uint32(0)
 // (IPv4-mapped IPv6 destinations are looked up as IPv4); its segments are
 // tried in order and the first whose ports, uid and gid contain the
 // connection decides. A connection no segment matches, or whose first
-// matching segment does not deny, goes to the proxy as before.
+// matching segment does not deny, goes on as before (to the proxy, or
+// direct when it is device-bound or from an unserved namespace).
 //
-// Only connections that would be redirected are looked up: exempt,
-// marked, uncaptured, other-namespace and device-bound ones never are.
+// Every captured TCP connect is looked up except exempt and marked ones:
+// device-bound sockets and unserved namespaces are, so that neither (any
+// user may bind a socket to a device) steps around a kernel deny.
 type DenyTable struct {
 	// Generation identifies this table in the events of the denies it
 	// makes (Event.Generation), so that the caller can map Event.Rule back

@@ -194,3 +194,61 @@ loop:
 		}
 	}
 }
+
+// TestKernelDenyBypassAttempts: neither a device-bound socket (any user
+// may set SO_BINDTODEVICE) nor a namespace the agent does not serve steps
+// around a kernel-enforced deny: connect() fails with the table's errno
+// and a kernel.deny event says so, not a bound.device or netns.bypass one.
+func TestKernelDenyBypassAttempts(t *testing.T) {
+	e := env(t)
+	cg := testCgroup(t)
+	proxy := newProxy(t, 0)
+	ic := open(t, Config{CgroupPath: cg, ProxyPort: proxy.port()})
+	evs := collectEvents(t, ic)
+
+	table := DenyTable{Generation: 3, Entries: []DenyEntry{
+		{Prefix: netip.PrefixFrom(e.peer4, 32), Segments: []DenySegment{
+			everyone(DenySegment{PortLow: 80, PortHigh: 80, Deny: true, Rule: 1, Errno: syscall.ECONNREFUSED})}},
+		{Prefix: netip.PrefixFrom(e.peer6, 128), Segments: []DenySegment{
+			everyone(DenySegment{PortLow: 80, PortHigh: 80, Deny: true, Rule: 2, Errno: syscall.EPERM})}},
+	}}
+	if err := ic.SetDeny(table); err != nil {
+		t.Fatalf("SetDeny: %v", err)
+	}
+	tests := []struct {
+		name   string
+		spec   clientSpec
+		errno  syscall.Errno
+		rule   uint32
+		user   *asUser
+		bypass EventKind // the report the deny replaces
+	}{
+		{"bound v4", clientSpec{Family: 4, Addr: netip.AddrPortFrom(e.peer4, 80).String(), Device: e.hostIf}, syscall.ECONNREFUSED, 1, nil, EventBoundDevice},
+		{"bound v6", clientSpec{Family: 6, Addr: netip.AddrPortFrom(e.peer6, 80).String(), Device: e.hostIf}, syscall.EPERM, 2, nil, EventBoundDevice},
+		{"bound unprivileged", clientSpec{Family: 4, Addr: netip.AddrPortFrom(e.peer4, 80).String(), Device: e.hostIf}, syscall.ECONNREFUSED, 1, &asUser{1234, 1}, EventBoundDevice},
+		{"unserved netns", clientSpec{Family: 4, Addr: netip.AddrPortFrom(e.peer4, 80).String(), Netns: e.netnsRef}, syscall.ECONNREFUSED, 1, nil, EventOtherNetns},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := tt.spec
+			spec.Op, spec.Exit = "tcp", true
+			c := e.startClient(t, cg, spec, tt.user)
+			res := c.wait(t)
+			if syscall.Errno(res.Errno) != tt.errno {
+				t.Fatalf("client connect: %q (errno %d); want %v", res.Err, res.Errno, tt.errno)
+			}
+			pid := uint32(c.cmd.Process.Pid)
+			ev := evs.wait(t, "kernel.deny", func(ev Event) bool { return ev.Kind == EventKernelDeny && ev.Origin.PID == pid })
+			if ev.Origin.Dst.String() != spec.Addr || ev.Rule != tt.rule || ev.Generation != 3 || ev.Errno != tt.errno {
+				t.Errorf("event = %+v; want dst %s rule %d generation 3 errno %v", ev, spec.Addr, tt.rule, tt.errno)
+			}
+			if got := evs.matching(func(ev Event) bool { return ev.Kind == tt.bypass && ev.Origin.PID == pid }); len(got) != 0 {
+				t.Errorf("%d %v events for a denied connect; want none", len(got), tt.bypass)
+			}
+		})
+	}
+	proxy.expectNone(t, 20*time.Millisecond)
+	if st, _ := ic.Stats(); st.KernelDenied != 4 || st.BoundDevice != 0 || st.OtherNetns != 0 || st.Origins != 0 {
+		t.Errorf("Stats = %+v; want KernelDenied 4, no bound-device or other-netns skips, nothing recorded", st)
+	}
+}

@@ -542,6 +542,40 @@ func TestOtherNetns(t *testing.T) {
 	}
 }
 
+// TestOtherNetnsReportedOnce: a socket in an unserved namespace that
+// connects again and again is reported once per destination, so one busy
+// workload cannot fill the ring buffer; the counter still sees every try.
+func TestOtherNetnsReportedOnce(t *testing.T) {
+	e := env(t)
+	cg := testCgroup(t)
+	proxy := newProxy(t, 0)
+	ic := open(t, Config{CgroupPath: cg, ProxyPort: proxy.port()})
+	evs := collectEvents(t, ic)
+
+	const tries = 50
+	dst := netip.AddrPortFrom(e.peer4, 9) // nothing listens: each connect() is refused
+	var pids []uint32
+	for range 2 { // two sockets: one report each
+		c := e.startClient(t, cg, clientSpec{Op: "retry", Family: 4, Addr: dst.String(), Netns: e.netnsRef, Count: tries}, nil)
+		res := c.wait(t)
+		if res.Err != "" || res.Errnos[int(unix.ECONNREFUSED)] != tries {
+			t.Fatalf("client: err %q, results by errno %v; want %d refused", res.Err, res.Errnos, tries)
+		}
+		pid := uint32(c.cmd.Process.Pid)
+		pids = append(pids, pid)
+		evs.wait(t, "netns.bypass", func(ev Event) bool { return ev.Kind == EventOtherNetns && ev.Origin.PID == pid })
+	}
+	proxy.expectNone(t, 50*time.Millisecond)
+	for _, pid := range pids {
+		if got := evs.matching(func(ev Event) bool { return ev.Kind == EventOtherNetns && ev.Origin.PID == pid }); len(got) != 1 {
+			t.Errorf("pid %d: %d netns.bypass events for %d connects on one socket; want 1", pid, len(got), tries)
+		}
+	}
+	if st, _ := ic.Stats(); st.OtherNetns != 2*tries || st.EventsLost != 0 {
+		t.Errorf("Stats: OtherNetns %d, EventsLost %d; want %d, 0", st.OtherNetns, st.EventsLost, 2*tries)
+	}
+}
+
 // TestMapFull: when an origin cannot be stored the connection goes through
 // unredirected and a map.full event says so.
 func TestMapFull(t *testing.T) {
