@@ -332,14 +332,7 @@ func (p *Parser) newRequest(kind, text string) *l7.Request {
 }
 
 func (p *Parser) statement(text string) stmt {
-	info := sql.Classify(text, sql.MySQL)
-	if p.opts.Redact {
-		text = sql.Redact(text, sql.MySQL)
-	} else {
-		// A password is never recorded, redacted or not.
-		text = sql.MaskSecrets(text, sql.MySQL)
-	}
-	return stmt{text: sql.Truncate(text, l7.MaxText), info: info}
+	return stmt{text: sql.Record(text, sql.MySQL, p.opts.Redact, l7.MaxText), info: sql.Classify(text, sql.MySQL)}
 }
 
 // outstanding counts the commands waiting for the server.

@@ -192,14 +192,7 @@ func (it *pending) plain() bool {
 
 // statement classifies and, when the options say so, redacts SQL text.
 func (p *Parser) statement(text string) stmt {
-	info := sql.Classify(text, sql.Postgres)
-	if p.opts.Redact {
-		text = sql.Redact(text, sql.Postgres)
-	} else {
-		// A password is never recorded, redacted or not.
-		text = sql.MaskSecrets(text, sql.Postgres)
-	}
-	return stmt{text: sql.Truncate(text, l7.MaxText), info: info}
+	return stmt{text: sql.Record(text, sql.Postgres, p.opts.Redact, l7.MaxText), info: sql.Classify(text, sql.Postgres)}
 }
 
 // Deny implements l7.Parser: an ErrorResponse with SQLSTATE 42501

@@ -376,6 +376,19 @@ func MaskSecrets(text string, d Dialect) string {
 	return b.String()
 }
 
+// Record returns SQL text as it may go into an audit entry: every literal
+// masked when redact is set, the literals that set a password masked
+// always, and the result cut to at most max bytes. Both SQL parsers use
+// it, so what is kept out of the log is decided in one place.
+func Record(text string, d Dialect, redact bool, max int) string {
+	if redact {
+		text = Redact(text, d)
+	} else {
+		text = MaskSecrets(text, d)
+	}
+	return Truncate(text, max)
+}
+
 // Truncate cuts s to at most n bytes on a rune boundary and replaces
 // invalid UTF-8, so the result is safe to log.
 func Truncate(s string, n int) string {

@@ -180,3 +180,25 @@ func TestMaskSecrets(t *testing.T) {
 		}
 	}
 }
+
+func TestRecord(t *testing.T) {
+	tests := []struct {
+		name   string
+		text   string
+		redact bool
+		max    int
+		want   string
+	}{
+		{"redacted", "SELECT * FROM t WHERE id = 42 AND name = 'bob'", true, 100, "SELECT * FROM t WHERE id = ? AND name = ?"},
+		{"kept", "SELECT * FROM t WHERE id = 42", false, 100, "SELECT * FROM t WHERE id = 42"},
+		{"password masked without redact", "ALTER ROLE app PASSWORD 'hunter2'", false, 100, "ALTER ROLE app PASSWORD ?"},
+		{"cut", "SELECT 1234567890", false, 8, "SELECT 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Record(tt.text, Postgres, tt.redact, tt.max); got != tt.want {
+				t.Errorf("Record(%q, redact %v, %d) = %q; want %q", tt.text, tt.redact, tt.max, got, tt.want)
+			}
+		})
+	}
+}
