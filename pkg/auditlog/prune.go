@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/transparency-dev/merkle/compact"
+	"github.com/vigil-ebpf/vigil/pkg/atomicfile"
 )
 
 // LogPrune is the type of the entry written before the oldest segment is
@@ -166,7 +167,7 @@ func (l *Log) Prune(ctx context.Context, req PruneRequest) (PruneResult, error) 
 	if err != nil {
 		return res, err
 	}
-	if err := writeFileAtomic(filepath.Join(l.dir, pruneMarker), []byte(req.Segment+"\n")); err != nil {
+	if err := atomicfile.Write(filepath.Join(l.dir, pruneMarker), []byte(req.Segment+"\n"), 0o644); err != nil {
 		return res, fmt.Errorf("auditlog: prune: write marker: %w", err)
 	}
 	if res.RecordSeq, err = l.AppendSync(ctx, e); err != nil {
@@ -307,7 +308,7 @@ func removeSegment(dir, path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("auditlog: prune: remove %s: %w", filepath.Base(path), err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("auditlog: prune: %w", err)
 	}
 	return removeMarker(dir)

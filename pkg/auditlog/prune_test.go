@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/vigil-ebpf/vigil/pkg/atomicfile"
 	"github.com/vigil-ebpf/vigil/pkg/keys"
 )
 
@@ -222,7 +223,7 @@ func TestPruneCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, pruneMarker), []byte(req.Segment+"\n")); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, pruneMarker), []byte(req.Segment+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.AppendSync(ctx, e); err != nil {

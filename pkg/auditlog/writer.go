@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/transparency-dev/formats/log"
+	"github.com/vigil-ebpf/vigil/pkg/atomicfile"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sys/unix"
 )
@@ -361,7 +362,7 @@ func (w *writer) ensureSegment() error {
 		err = f.Sync()
 	}
 	if err == nil {
-		err = syncDir(w.l.dir)
+		err = atomicfile.SyncDir(w.l.dir)
 	}
 	if err != nil {
 		f.Close()
@@ -490,7 +491,7 @@ func (w *writer) checkpoint() {
 	w.ckptSize, w.ckptTime = size, w.now()
 	w.l.stats.checkpointSize.Store(size)
 	w.l.stats.checkpointTime.Store(w.ckptTime.UnixNano())
-	if err := writeFileAtomic(filepath.Join(w.l.dir, CheckpointFile), signed); err != nil {
+	if err := atomicfile.Write(filepath.Join(w.l.dir, CheckpointFile), signed, 0o644); err != nil {
 		// The signed copy in the segment is what counts; this one is a convenience.
 		w.l.log.Warn("cannot update checkpoint file", "err", err)
 	}
@@ -545,36 +546,4 @@ func signHash(l *Log, hash [32]byte) ([]byte, error) {
 		return nil, fmt.Errorf("auditlog: sign: %w", err)
 	}
 	return sig, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// writeFileAtomic replaces path with data via a synced temporary file.
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }

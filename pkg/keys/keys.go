@@ -21,6 +21,8 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/vigil-ebpf/vigil/pkg/atomicfile"
 )
 
 // Type names a key algorithm.
@@ -143,7 +145,10 @@ func WritePair(dir string, t Type, password []byte) (Pair, error) {
 		_ = os.Remove(p.PrivatePath)
 		return Pair{}, err
 	}
-	return p, syncDir(dir)
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return Pair{}, fmt.Errorf("keys: %w", err)
+	}
+	return p, nil
 }
 
 // writeNew creates path exclusively so that an existing key is never replaced.
@@ -168,18 +173,6 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("keys: sync %s: %w", path, err)
 	}
 	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("keys: open %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("keys: sync %s: %w", dir, err)
-	}
-	return nil
 }
 
 // ID returns the key id: the lowercase hex SHA-256 of the public key's DER

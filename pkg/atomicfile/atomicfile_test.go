@@ -1,0 +1,82 @@
+package atomicfile
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestWrite(t *testing.T) {
+	tests := []struct {
+		name  string
+		old   []byte // nil: no file before
+		stale bool   // a temporary file left by an earlier crash
+		data  []byte
+		perm  os.FileMode
+	}{
+		{name: "new file", data: []byte("a\n"), perm: 0o600},
+		{name: "replace", old: []byte("old content"), data: []byte("new"), perm: 0o644},
+		{name: "empty", old: []byte("x"), data: []byte{}, perm: 0o600},
+		{name: "stale temporary file", stale: true, data: []byte("fresh"), perm: 0o600},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "f")
+			if tt.old != nil {
+				if err := os.WriteFile(path, tt.old, 0o666); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.stale {
+				if err := os.WriteFile(path+".tmp", []byte("torn garbage that is longer"), 0o666); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := Write(path, tt.data, tt.perm); err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(tt.data) {
+				t.Errorf("content %q, want %q", got, tt.data)
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != tt.perm {
+				t.Errorf("mode %v, want %v", fi.Mode().Perm(), tt.perm)
+			}
+			if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
+				t.Errorf("temporary file left behind: %v", err)
+			}
+		})
+	}
+}
+
+func TestWriteErrors(t *testing.T) {
+	dir := t.TempDir()
+	// The target is a directory: the rename fails and nothing is left.
+	target := filepath.Join(dir, "d")
+	if err := os.Mkdir(target, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(target, "keep"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(target, []byte("x"), 0o600); err == nil {
+		t.Fatal("replacing a non-empty directory succeeded")
+	}
+	if _, err := os.Stat(target + ".tmp"); !os.IsNotExist(err) {
+		t.Errorf("temporary file left behind: %v", err)
+	}
+	if err := Write(filepath.Join(dir, "missing", "f"), []byte("x"), 0o600); err == nil {
+		t.Fatal("write into a missing directory succeeded")
+	}
+	if err := SyncDir(filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("sync of a missing directory succeeded")
+	}
+}
