@@ -276,8 +276,11 @@ func checkKeyMode(path string) error {
 // agent.stop, writes a final checkpoint and closes the log.
 func (a *Agent) Run(ctx context.Context) error {
 	// Every background part stops when Run ends, whether the caller
-	// cancelled ctx or the proxy stopped on its own.
-	ctx, cancelRun := context.WithCancel(ctx)
+	// cancelled ctx or the proxy stopped on its own; but only when Run
+	// says so, after what must happen first (a fail-open detach, so the
+	// event reader's last drain gets every event) has happened.
+	stop := ctx.Done()
+	ctx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRun()
 	v := version.Get()
 	start := time.Now()
@@ -382,32 +385,38 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.notifyReady()
 	var runErr error
 	select {
-	case <-ctx.Done():
+	case <-stop:
 	case runErr = <-serveErr:
 		a.log.Error("proxy stopped", "err", runErr)
 		noteStopped(&a.status.proxyErr, runErr)
+	}
+	if a.icpt != nil && a.cfg.FailMode == FailOpen {
+		// Fail-open: detach first, so new connections go direct while the
+		// proxy drains and the programs queue no more events: the event
+		// reader, stopped next, drains every event they queued. The maps
+		// stay open until the reader and the loss check are done.
+		// Fail-closed: the pins keep redirecting (and failing) until an
+		// agent is back; what the programs queue meanwhile waits in the
+		// pinned ring buffer for it.
+		if err := a.icpt.Detach(); err != nil {
+			a.log.Warn("detach", "err", err)
+		}
 	}
 	cancelRun()
 	a.notifyStopping()
 	stopCtx, cancel := context.WithTimeout(context.Background(), drainTimeout+20*time.Second)
 	defer cancel()
 	if a.icpt != nil {
-		// Fail-open: detach first so new connections go direct while the
-		// proxy drains. Fail-closed: the pins keep redirecting (and
-		// failing) until an agent is back.
-		if a.cfg.FailMode == FailOpen {
-			a.closeIntercept()
-		}
 		dctx, dcancel := context.WithTimeout(stopCtx, drainTimeout)
 		if err := a.proxy.Shutdown(dctx); err != nil {
 			a.log.Warn("proxy drain", "err", err)
 		}
 		dcancel()
-		if a.cfg.FailMode == FailClosed {
-			a.closeIntercept()
-		}
 	}
 	wg.Wait()
+	if a.icpt != nil {
+		a.closeIntercept()
+	}
 	_, serr := a.audit.AppendSync(stopCtx, auditlog.Entry{
 		Type:  auditlog.AgentStop,
 		Attrs: map[string]string{"uptime": time.Since(start).Round(time.Millisecond).String()},

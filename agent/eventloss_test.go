@@ -2,7 +2,11 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/vigil-ebpf/vigil/internal/shiptest"
@@ -29,13 +33,13 @@ func TestLossWatchRecordsKernelLoss(t *testing.T) {
 		{4, nil},                      // 2 lost since
 	}
 	i := 0
-	w := &lossWatch{log: l.Log, read: func() (uint64, error) {
+	w := &lossWatch{log: l.Log, read: func(bool) (lossReading, error) {
 		r := readings[i]
 		i++
-		return r.total, r.err
+		return lossReading{total: r.total}, r.err
 	}}
 	for range readings {
-		_ = w.check(ctx)
+		_ = w.check(ctx, false)
 	}
 	l.Close(t)
 	type gap struct{ lost, total string }
@@ -75,10 +79,10 @@ func (failingLog) AppendSync(context.Context, auditlog.Entry) (uint64, error) {
 func TestLossWatchRetriesUnrecordedLoss(t *testing.T) {
 	ctx := context.Background()
 	total := uint64(1)
-	w := &lossWatch{log: failingLog{}, read: func() (uint64, error) { return total, nil }}
-	_ = w.check(ctx)
+	w := &lossWatch{log: failingLog{}, read: func(bool) (lossReading, error) { return lossReading{total: total}, nil }}
+	_ = w.check(ctx, false)
 	total = 10
-	if err := w.check(ctx); err == nil {
+	if err := w.check(ctx, false); err == nil {
 		t.Fatal("check with a failing log = nil; want the append error")
 	}
 	if w.base != 1 {
@@ -87,7 +91,7 @@ func TestLossWatchRetriesUnrecordedLoss(t *testing.T) {
 	dir := t.TempDir()
 	l := shiptest.OpenLog(t, dir, nil)
 	w.log = l.Log
-	if err := w.check(ctx); err != nil {
+	if err := w.check(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	l.Close(t)
@@ -100,5 +104,82 @@ func TestLossWatchRetriesUnrecordedLoss(t *testing.T) {
 	})
 	if lost != "9" {
 		t.Fatalf("recorded events_lost = %q; want 9", lost)
+	}
+}
+
+// A fail-closed agent leaves its counters pinned and the kernel keeps
+// counting while no agent runs. The next agent records that loss when
+// the state file shows the same counter; otherwise the first reading is
+// its baseline.
+func TestLossWatchRecordsLossWhileDown(t *testing.T) {
+	tests := []struct {
+		name    string
+		state   string // state file content; "" = none
+		counter string // the counter the new agent reads
+		total   uint64
+		want    string // events_lost recorded at start; "" = none
+	}{
+		{name: "same counter, more lost while down", state: `{"counter":"boot-a/7","recorded":5}`, counter: "boot-a/7", total: 12, want: "7"},
+		{name: "same counter, nothing lost", state: `{"counter":"boot-a/7","recorded":5}`, counter: "boot-a/7", total: 5},
+		{name: "counters recreated", state: `{"counter":"boot-a/7","recorded":5}`, counter: "boot-a/9", total: 12},
+		{name: "another boot", state: `{"counter":"boot-a/7","recorded":5}`, counter: "boot-b/7", total: 12},
+		{name: "total below what was recorded", state: `{"counter":"boot-a/7","recorded":50}`, counter: "boot-a/7", total: 12},
+		{name: "no state file", counter: "boot-a/7", total: 12},
+		{name: "corrupt state file", state: `{"counter":`, counter: "boot-a/7", total: 12},
+		{name: "counter unknown", state: `{"counter":"","recorded":5}`, total: 12},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			statePath := filepath.Join(t.TempDir(), lossStateFile)
+			if tt.state != "" {
+				if err := os.WriteFile(statePath, []byte(tt.state), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			l := shiptest.OpenLog(t, dir, nil)
+			total := tt.total
+			w := &lossWatch{log: l.Log, statePath: statePath, read: func(bool) (lossReading, error) {
+				return lossReading{total: total, counter: tt.counter}, nil
+			}}
+			if err := w.check(ctx, true); err != nil {
+				t.Fatal(err)
+			}
+			// The next loss counts from what is now recorded.
+			total += 3
+			if err := w.check(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			l.Close(t)
+			var got []string
+			_ = auditlog.Scan(ctx, dir, 1, func(r auditlog.Record) error {
+				if r.Entry.Type == auditlog.LogGap {
+					got = append(got, r.Entry.Attr("events_lost"))
+				}
+				return nil
+			})
+			want := []string{"3"}
+			if tt.want != "" {
+				want = []string{tt.want, "3"}
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("log.gap events_lost %v; want %v", got, want)
+			}
+			if tt.counter == "" {
+				return
+			}
+			b, err := os.ReadFile(statePath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st lossState
+			if err := json.Unmarshal(b, &st); err != nil {
+				t.Fatalf("state file %q: %v", b, err)
+			}
+			if st.Counter != tt.counter || st.Recorded != total {
+				t.Errorf("state %+v; want counter %s, recorded %d", st, tt.counter, total)
+			}
+		})
 	}
 }

@@ -33,9 +33,11 @@ type Interceptor struct {
 	denyMu      sync.Mutex    // serializes SetDeny
 	denyEntries int           // prefixes of the deny table in force
 
-	readMu    sync.Mutex
-	closeOnce sync.Once
-	closeErr  error
+	readMu     sync.Mutex
+	detachOnce sync.Once
+	detachErr  error
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 // Open loads the programs, configures them from cfg, and attaches them to
@@ -122,6 +124,25 @@ func (i *Interceptor) start(ctx context.Context, capture map[netip.Prefix][]port
 // from any other namespace are reported, not redirected.
 func (i *Interceptor) NetnsCookie() uint64 { return i.netns }
 
+// Detach closes the links and keeps the maps and the event reader. Without
+// PinPath the programs detach, so connections go direct again and the
+// programs queue no more events: a reader that drains after Detach
+// records every event they queued. With PinPath the pinned links keep
+// redirecting (fail-closed). Close calls it too.
+func (i *Interceptor) Detach() error {
+	i.detachOnce.Do(func() {
+		var errs []error
+		// Connect hooks were attached last; detach them first.
+		for j := len(i.links) - 1; j >= 0; j-- {
+			errs = append(errs, i.links[j].Close())
+		}
+		if err := errors.Join(errs...); err != nil {
+			i.detachErr = fmt.Errorf("intercept: detach: %w", err)
+		}
+	})
+	return i.detachErr
+}
+
 // Close closes the event reader, links and maps. Without PinPath the
 // programs detach and connections go direct again (fail-open); with it the
 // pinned links keep redirecting to the proxy port (fail-closed).
@@ -131,11 +152,7 @@ func (i *Interceptor) Close() error {
 		if i.events != nil {
 			errs = append(errs, i.events.Close())
 		}
-		// Connect hooks were attached last; detach them first.
-		for j := len(i.links) - 1; j >= 0; j-- {
-			errs = append(errs, i.links[j].Close())
-		}
-		errs = append(errs, i.objs.Close())
+		errs = append(errs, i.Detach(), i.objs.Close())
 		if err := errors.Join(errs...); err != nil {
 			i.closeErr = fmt.Errorf("intercept: close: %w", err)
 		}

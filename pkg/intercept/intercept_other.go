@@ -38,6 +38,9 @@ func (i *Interceptor) Stats() (Stats, error) { return Stats{}, errNotLinux }
 // NetnsCookie returns 0 outside Linux.
 func (i *Interceptor) NetnsCookie() uint64 { return 0 }
 
+// Detach does nothing outside Linux.
+func (i *Interceptor) Detach() error { return nil }
+
 // Close does nothing outside Linux.
 func (i *Interceptor) Close() error { return nil }
 

@@ -197,6 +197,11 @@ func (i *Interceptor) Stats() (Stats, error) {
 	i.denyMu.Lock()
 	s.Deny = i.denyEntries
 	i.denyMu.Unlock()
+	if info, err := i.objs.VigilStats.Info(); err == nil {
+		if id, ok := info.ID(); ok {
+			s.CountersID = uint32(id)
+		}
+	}
 	for _, c := range counters {
 		var perCPU []uint64
 		if err := i.objs.VigilStats.Lookup(c.id, &perCPU); err != nil {

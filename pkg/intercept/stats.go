@@ -24,4 +24,10 @@ type Stats struct {
 	EventsLost         uint64 // events dropped because the ring buffer was full
 	KernelDenied       uint64 // TCP connect()s refused by the deny table (each reported as EventKernelDeny)
 	RedirectedNetns    uint64 // of Redirected: from a served workload network namespace
+
+	// CountersID is the kernel's id of the map holding the counters. It
+	// stays the same while pinned counters are adopted across restarts
+	// and changes when they are created afresh, so together with the boot
+	// id it tells whether two readings come from the same counters.
+	CountersID uint32
 }
