@@ -11,6 +11,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 	"golang.org/x/sys/unix"
@@ -383,6 +385,7 @@ func (d *decoder) u64() uint64 {
 type indexStore struct {
 	dirs  []string
 	write string
+	owned bool // write holds the indexes of this log only: orphans may be removed
 }
 
 // newIndexStore picks the index location for logDir: logDir/index when the
@@ -397,7 +400,7 @@ func newIndexStore(logDir, explicit string) indexStore {
 		return indexStore{dirs: []string{explicit}, write: explicit}
 	}
 	local := filepath.Join(logDir, "index")
-	var s indexStore
+	s := indexStore{owned: true}
 	if unix.Access(logDir, unix.W_OK) == nil {
 		s.dirs, s.write = []string{local}, local
 		return s
@@ -436,6 +439,43 @@ func (s indexStore) load(seg segment, size int64, hdrHash [32]byte) (*segIndex, 
 		return x, f
 	}
 	return nil, nil
+}
+
+// staleTemp is how old a temporary index file must be before prune takes
+// it for the leftover of a query that died while writing it.
+const staleTemp = time.Hour
+
+// prune removes the index files of segments that are gone (deleted by
+// retention) and temporary files a query that died left behind, so the
+// index directory does not grow without bound beside a log whose size
+// retention bounds. It only touches a directory that belongs to this log
+// alone (not one named with IndexDir, which may be shared), and only
+// files it would have written itself. Failures are harmless: prune runs
+// again with the next query.
+func (s indexStore) prune(segs []segment) {
+	if s.write == "" || !s.owned || len(segs) == 0 {
+		return
+	}
+	ents, err := os.ReadDir(s.write)
+	if err != nil {
+		return
+	}
+	live := make(map[string]bool, len(segs))
+	for _, seg := range segs {
+		live[seg.Name+idxSuffix] = true
+	}
+	for _, e := range ents {
+		name := e.Name()
+		switch {
+		case !e.Type().IsRegular():
+		case strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-"):
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleTemp {
+				os.Remove(filepath.Join(s.write, name))
+			}
+		case strings.HasSuffix(name, idxSuffix) && !live[name]:
+			os.Remove(filepath.Join(s.write, name))
+		}
+	}
 }
 
 // save writes an index file atomically (temporary file and rename), so a

@@ -74,6 +74,7 @@ func (s *Source) Query(ctx context.Context, f *Filter, emit Emit) (Stats, error)
 	var store indexStore
 	if !s.NoIndex {
 		store = newIndexStore(s.Dir, s.IndexDir)
+		store.prune(segs)
 	}
 	q := &queryRun{src: s, f: f, emit: emit, st: &st, store: store}
 	order := make([]int, len(segs))
