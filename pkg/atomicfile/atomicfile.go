@@ -4,7 +4,9 @@
 package atomicfile
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -14,6 +16,12 @@ import (
 // rename itself is durable too. On error the temporary file is removed and
 // path is unchanged.
 func Write(path string, data []byte, perm os.FileMode) error {
+	return WriteFrom(path, bytes.NewReader(data), perm)
+}
+
+// WriteFrom is Write with the content read from r until EOF, for content
+// too large to hold in memory (a downloaded segment).
+func WriteFrom(path string, r io.Reader, perm os.FileMode) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
@@ -22,7 +30,7 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	// An earlier temporary file may have been left with another mode.
 	err = f.Chmod(perm)
 	if err == nil {
-		_, err = f.Write(data)
+		_, err = io.Copy(f, r)
 	}
 	if err == nil {
 		err = f.Sync()

@@ -80,3 +80,37 @@ func TestWriteErrors(t *testing.T) {
 		t.Fatal("sync of a missing directory succeeded")
 	}
 }
+
+// errReader fails after some bytes, as a download cut off would.
+type errReader struct{ n int }
+
+func (r *errReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, os.ErrDeadlineExceeded
+	}
+	k := min(len(p), r.n)
+	for i := range p[:k] {
+		p[i] = 'x'
+	}
+	r.n -= k
+	return k, nil
+}
+
+// A source that fails part way leaves the old file as it was and no
+// temporary file.
+func TestWriteFromInterrupted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seg")
+	if err := os.WriteFile(path, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFrom(path, &errReader{n: 100}, 0o600); err == nil {
+		t.Fatal("WriteFrom with a failing source succeeded")
+	}
+	got, _ := os.ReadFile(path)
+	if string(got) != "old" {
+		t.Errorf("content after a failed write %q; want the old one", got)
+	}
+	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
+		t.Errorf("temporary file left behind: %v", err)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigstore/sigstore/pkg/signature"
+
 	"github.com/vigil-ebpf/vigil/internal/testenv"
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
 )
@@ -17,17 +19,7 @@ import (
 // verified, and a seq filter below it returns nothing.
 func TestQueryPrunedLog(t *testing.T) {
 	ctx := context.Background()
-	sv := testenv.Signer(t)
-	dir := t.TempDir()
-	l, err := auditlog.Open(ctx, dir, auditlog.Options{Signer: sv, Host: "node-1", SegmentMaxBytes: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 400 {
-		if _, err := l.AppendSync(ctx, SyntheticEntry(i, t0, testStep)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	l, dir, sv := smallSegmentLog(t)
 	var pruned uint64
 	for range 2 {
 		segs, _ := filepath.Glob(filepath.Join(dir, "segment-*.vlog"))
@@ -70,17 +62,7 @@ func TestQueryPrunedLog(t *testing.T) {
 // left long ago; an IndexDir given explicitly (maybe shared) is left alone.
 func TestIndexPrunedWithLog(t *testing.T) {
 	ctx := context.Background()
-	sv := testenv.Signer(t)
-	dir := t.TempDir()
-	l, err := auditlog.Open(ctx, dir, auditlog.Options{Signer: sv, Host: "node-1", SegmentMaxBytes: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 400 {
-		if _, err := l.AppendSync(ctx, SyntheticEntry(i, t0, testStep)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	l, dir, sv := smallSegmentLog(t)
 	query := func(src *Source) {
 		t.Helper()
 		f, err := ParseValues(url.Values{}, t0)
@@ -134,4 +116,23 @@ func TestIndexPrunedWithLog(t *testing.T) {
 	if len(after) != len(before)-1 {
 		t.Errorf("%d index files after pruning one segment; want %d", len(after), len(before)-1)
 	}
+}
+
+// smallSegmentLog returns an open log of 400 synthetic entries in 16 KiB
+// segments, its directory and its signer.
+func smallSegmentLog(t *testing.T) (*auditlog.Log, string, signature.SignerVerifier) {
+	t.Helper()
+	ctx := context.Background()
+	sv := testenv.Signer(t)
+	dir := t.TempDir()
+	l, err := auditlog.Open(ctx, dir, auditlog.Options{Signer: sv, Host: "node-1", SegmentMaxBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 400 {
+		if _, err := l.AppendSync(ctx, SyntheticEntry(i, t0, testStep)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return l, dir, sv
 }

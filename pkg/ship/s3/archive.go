@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/vigil-ebpf/vigil/pkg/atomicfile"
 	"github.com/vigil-ebpf/vigil/pkg/ship"
 )
 
@@ -167,20 +168,9 @@ func download(ctx context.Context, c *minio.Client, bucket, name, path string) e
 		return fmt.Errorf("s3: get %s: %w", name, err)
 	}
 	defer o.Close()
-	tmp := path + ".part"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("s3: %w", err)
-	}
-	_, err = io.Copy(f, o)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	// Synced and renamed into place: an interrupted pull leaves no
+	// half-written segment that a later verify would take for the copy.
+	if err := atomicfile.WriteFrom(path, o, 0o600); err != nil {
 		return fmt.Errorf("s3: download %s: %w", name, err)
 	}
 	return nil
