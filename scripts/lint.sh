@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# lint.sh runs gofmt, go vet and staticcheck over the module and exits
-# non-zero if any of them reports a problem. All three always run, so one
-# invocation shows every problem.
+# lint.sh runs gofmt, go vet and staticcheck over the module, builds the
+# CLI for the other platforms it runs on (linux/arm64, darwin/amd64,
+# darwin/arm64) and vets the module for the non-Linux ones, and exits
+# non-zero if any of them reports a problem. Every check always runs, so
+# one invocation shows every problem.
 #
 # staticcheck is pinned as a Go tool dependency in go.mod and run with
 # `go tool staticcheck`, so no separate install is needed.
@@ -28,6 +30,20 @@ go vet ./... || failed+=("go vet")
 go vet -tags kms_aws,kms_gcp,kms_hashivault,kms_azure ./pkg/keys/ || failed+=("go vet (kms tags)")
 
 go tool staticcheck ./... || failed+=(staticcheck)
+
+# Cross builds: auditors run the CLI off Linux (verify, events --data-dir,
+# keys, policy, archive pull; often on a macOS laptop), and nodes may be
+# arm64. Files split by build tag (_linux.go / _other.go) are only compiled
+# for the platform at hand, so build vigil for every target, and vet every
+# package for the targets that are not Linux (their tests included).
+for target in linux/arm64 darwin/amd64 darwin/arm64; do
+	goos=${target%/*} goarch=${target#*/}
+	GOOS=$goos GOARCH=$goarch CGO_ENABLED=0 go build -o /dev/null ./cmd/vigil ||
+		failed+=("go build ($target)")
+	if [ "$goos" != linux ]; then
+		GOOS=$goos GOARCH=$goarch CGO_ENABLED=0 go vet ./... || failed+=("go vet ($target)")
+	fi
+done
 
 # deploy/ is a module of its own (Kubernetes and image test dependencies
 # stay out of the agent's go.mod); the same staticcheck build checks it.

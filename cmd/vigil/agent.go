@@ -19,6 +19,7 @@ func agentCommand() *cli.Command {
 		Description: "Flags win over VIGIL_* environment variables, which win over the --config file,\n" +
 			"which wins over the defaults. SIGTERM/SIGINT drain relays, record agent.stop and a\n" +
 			"final checkpoint.",
+		Before: linuxOnly("agent"),
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "YAML configuration file (see deploy/vigil.example.yaml)", EnvVars: []string{"VIGIL_CONFIG"}},
 			&cli.StringFlag{Name: "data-dir", Value: agent.DefaultDataDir, Usage: "audit log directory", EnvVars: []string{"VIGIL_DATA_DIR"}},

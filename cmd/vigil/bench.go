@@ -35,8 +35,9 @@ func benchCommand() *cli.Command {
 			},
 			Action: benchAudit,
 		}, {
-			Name:  "proxy",
-			Usage: "intercepted vs direct on this machine: bulk throughput, connections/s, connect+first-byte latency (root)",
+			Name:   "proxy",
+			Usage:  "intercepted vs direct on this machine: bulk throughput, connections/s, connect+first-byte latency (root)",
+			Before: linuxOnly("bench proxy"),
 			Flags: []cli.Flag{
 				&cli.DurationFlag{Name: "duration", Value: 3 * time.Second, Usage: "length of each connection-rate measurement"},
 				&cli.IntFlag{Name: "bulk-mib", Value: 512, Usage: "MiB streamed in each bulk measurement"},

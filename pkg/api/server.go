@@ -10,16 +10,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Server serves the control API on a unix socket. Only peers running as
 // the server's own effective uid (root, for the agent) are answered: the
 // file mode is 0600 and, in case the mode is ever loosened, each
-// connection's SO_PEERCRED is checked as well.
+// connection's peer credentials (SO_PEERCRED; LOCAL_PEERCRED on macOS) are
+// checked as well.
 type Server struct {
 	path string
 	ln   *net.UnixListener
@@ -154,23 +152,4 @@ func (l *peerListener) Accept() (net.Conn, error) {
 		}
 		return c, nil
 	}
-}
-
-func peerUID(c *net.UnixConn) (int, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	var cred *unix.Ucred
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		cred, serr = unix.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	})
-	if err == nil {
-		err = serr
-	}
-	if err != nil {
-		return -1, err
-	}
-	return int(cred.Uid), nil
 }

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -218,7 +217,7 @@ func runBaseline(ctx context.Context, cfg Config, path string) (Run, error) {
 			}
 			_, err := f.Write(buf)
 			if err == nil {
-				err = syscall.Fdatasync(int(f.Fd()))
+				err = datasync(f)
 			}
 			fsyncs++
 			bytes += int64(len(buf))

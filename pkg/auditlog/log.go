@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -466,7 +465,7 @@ func (l *Log) recordPendingGap(ctx context.Context) error {
 	if err := f.Truncate(0); err == nil {
 		// Best effort: without the reservation the note may not fit on a
 		// full disk, and the loss is then only in the error Close returns.
-		_ = syscall.Fallocate(int(f.Fd()), 1 /* FALLOC_FL_KEEP_SIZE */, 0, pendingGapSize)
+		_ = reserveBlocks(f, 0, pendingGapSize)
 		_ = f.Sync()
 	}
 	l.gapFile = f

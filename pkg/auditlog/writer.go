@@ -13,7 +13,6 @@ import (
 	"github.com/transparency-dev/formats/log"
 	"github.com/vigil-ebpf/vigil/pkg/atomicfile"
 	"golang.org/x/mod/sumdb/note"
-	"golang.org/x/sys/unix"
 )
 
 // pendingGapFile holds a gap that a closing writer could not record; the
@@ -258,7 +257,7 @@ func (w *writer) write(buf []byte) error {
 	w.reserve(int64(len(buf)))
 	n, err := w.seg.Write(buf)
 	if err == nil {
-		err = syscall.Fdatasync(int(w.seg.Fd()))
+		err = datasync(w.seg)
 		w.l.stats.fsyncs.Add(1)
 	}
 	if err != nil {
@@ -289,11 +288,11 @@ func (w *writer) reserve(n int64) {
 	}
 	from := max(w.segAlloc, w.segSize)
 	to := end + min(int64(reserveChunk), w.l.opts.SegmentMaxBytes)
-	err := syscall.Fallocate(int(w.seg.Fd()), unix.FALLOC_FL_KEEP_SIZE, from, to-from)
+	err := reserveBlocks(w.seg, from, to-from)
 	switch {
 	case err == nil:
 		w.segAlloc = to
-	case errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.ENOSYS):
+	case errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.ENOSYS), errors.Is(err, errors.ErrUnsupported):
 		w.noReserve = true
 	}
 }

@@ -373,3 +373,10 @@ func withAttr(m map[string]string, k, v string) map[string]string {
 	n[k] = v
 	return n
 }
+
+// reset closes c so that the peer sees a reset (RST) rather than an
+// orderly close.
+func reset(c *net.TCPConn) {
+	_ = c.SetLinger(0)
+	_ = c.Close()
+}

@@ -1,3 +1,8 @@
+//go:build linux
+
+// The proxy runs on Linux only (SO_MARK, TCP_INFO, splice), and so do its
+// tests: they drive a real one.
+
 package proxy
 
 import (

@@ -149,10 +149,3 @@ func tcpBytes(c *net.TCPConn) (uint64, error) {
 	}
 	return info.Bytes_received + info.Bytes_acked, nil
 }
-
-// reset closes c so that the peer sees a reset (RST) rather than an
-// orderly close.
-func reset(c *net.TCPConn) {
-	_ = c.SetLinger(0)
-	_ = c.Close()
-}

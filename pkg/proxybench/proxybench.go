@@ -306,7 +306,7 @@ func (d dialer) dial(port uint16) (*net.TCPConn, error) {
 	if d.mark != 0 {
 		nd.Control = func(_, _ string, rc syscall.RawConn) error {
 			var serr error
-			if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(d.mark)) }); err != nil {
+			if err := rc.Control(func(fd uintptr) { serr = setMark(fd, d.mark) }); err != nil {
 				return err
 			}
 			return serr

@@ -1,3 +1,9 @@
+//go:build unix
+
+// flock(2) means the same on Linux and macOS (an advisory lock on the open
+// file description, released when the descriptor closes; a held lock fails
+// LOCK_NB with EWOULDBLOCK), so one file serves every unix.
+
 package auditlog
 
 import (
