@@ -403,6 +403,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	cancelRun()
+	if a.icpt != nil && a.cfg.FailMode == FailClosed {
+		// The pinned programs keep queueing; a drain could last as long as
+		// they do. What is left waits in the pinned ring buffer.
+		if err := a.icpt.StopEvents(); err != nil {
+			a.log.Warn("stop event reader", "err", err)
+		}
+	}
 	a.notifyStopping()
 	stopCtx, cancel := context.WithTimeout(context.Background(), drainTimeout+20*time.Second)
 	defer cancel()

@@ -38,6 +38,9 @@ type lossWatch struct {
 	// counting while no agent reads the ring buffer; the next agent
 	// records that loss instead of taking it as its baseline.
 	statePath string
+	// created: the counter was created at zero for this agent, so all it
+	// counts is this agent's to record, from the first reading on.
+	created bool
 }
 
 // lossReading is one reading of the kernel's lost-event counter.
@@ -58,9 +61,10 @@ type lossState struct {
 const lossStateFile = "kernel-events.state"
 
 // check reads the counter once and records what was lost since the last
-// recorded total. The first reading is the baseline, unless the state
-// file shows the same counter with less recorded: what was lost since
-// then (while no agent ran) is recorded now. A failed read or append is
+// recorded total. For a counter this agent created, that is everything
+// since zero. For an adopted one the first reading is the baseline, unless
+// the state file shows the same counter with less recorded: what was lost
+// since then (while no agent ran) is recorded now. A failed read or append is
 // tried again at the next check, with nothing skipped.
 func (w *lossWatch) check(ctx context.Context, fresh bool) error {
 	w.last = 0
@@ -70,6 +74,12 @@ func (w *lossWatch) check(ctx context.Context, fresh bool) error {
 	}
 	total := r.total
 	reason := "kernel event ring buffer full: events (kernel denies, bypasses, UDP) were dropped before the agent read them"
+	if !w.primed && w.created {
+		// Events may have been dropped before the first reading: the
+		// programs run from the moment they are attached.
+		w.primed = true
+		w.saveState(r.counter)
+	}
 	if !w.primed {
 		w.base, w.primed = total, true
 		if st, ok := w.loadState(); ok && r.counter != "" && st.Counter == r.counter && st.Recorded <= total {
@@ -146,7 +156,7 @@ func bootID() string {
 // lossCheckInterval until ctx ends.
 func (a *Agent) watchEventLoss(ctx context.Context) {
 	boot := bootID()
-	w := &lossWatch{log: a.audit, statePath: filepath.Join(a.cfg.DataDir, lossStateFile), read: func(fresh bool) (lossReading, error) {
+	w := &lossWatch{log: a.audit, statePath: filepath.Join(a.cfg.DataDir, lossStateFile), created: !a.icpt.AdoptedCounters(), read: func(fresh bool) (lossReading, error) {
 		var st intercept.Stats
 		var err error
 		if fresh {

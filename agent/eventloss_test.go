@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/vigil-ebpf/vigil/internal/shiptest"
@@ -181,5 +182,46 @@ func TestLossWatchRecordsLossWhileDown(t *testing.T) {
 				t.Errorf("state %+v; want counter %s, recorded %d", st, tt.counter, total)
 			}
 		})
+	}
+}
+
+// A counter the agent created counts from zero: what it dropped before
+// the first reading (the programs run from the moment they attach) is
+// recorded too, and the state file names the counter from the start.
+func TestLossWatchCreatedCounter(t *testing.T) {
+	for _, total := range []uint64{0, 9} {
+		ctx := context.Background()
+		dir := t.TempDir()
+		statePath := filepath.Join(t.TempDir(), lossStateFile)
+		l := shiptest.OpenLog(t, dir, nil)
+		w := &lossWatch{log: l.Log, statePath: statePath, created: true, read: func(bool) (lossReading, error) {
+			return lossReading{total: total, counter: "boot-a/3"}, nil
+		}}
+		if err := w.check(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+		l.Close(t)
+		var got []string
+		_ = auditlog.Scan(ctx, dir, 1, func(r auditlog.Record) error {
+			if r.Entry.Type == auditlog.LogGap {
+				got = append(got, r.Entry.Attr("events_lost"))
+			}
+			return nil
+		})
+		var want []string
+		if total > 0 {
+			want = []string{strconv.FormatUint(total, 10)}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("total %d at the first reading: log.gap events_lost %v; want %v", total, got, want)
+		}
+		b, err := os.ReadFile(statePath)
+		if err != nil {
+			t.Fatalf("total %d: no state file after the first reading: %v", total, err)
+		}
+		var st lossState
+		if err := json.Unmarshal(b, &st); err != nil || st.Counter != "boot-a/3" || st.Recorded != total {
+			t.Errorf("total %d: state %s (%v); want counter boot-a/3, recorded %d", total, b, err, total)
+		}
 	}
 }

@@ -100,6 +100,10 @@ func OpenLog(t testing.TB, dir string, sv signature.SignerVerifier) *Log {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A test that does not close the log would leave its writer running
+	// (it writes checkpoints every CheckpointInterval) while the test's
+	// directory is removed. Closing again after Close is harmless.
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
 	return &Log{Log: l, Dir: dir, Signer: sv}
 }
 

@@ -11,10 +11,11 @@ import (
 	"path/filepath"
 )
 
-// Write replaces path with data: it writes a temporary file beside it with
-// mode perm, syncs it, renames it over path and syncs the directory, so the
-// rename itself is durable too. On error the temporary file is removed and
-// path is unchanged.
+// Write replaces path with data: it writes a new temporary file beside
+// it, syncs it, gives it mode perm (exactly: the umask does not narrow it),
+// renames it over path and syncs the directory, so the rename itself is
+// durable too. On error path holds its old content or, if only the final
+// directory sync failed, the new one; never a mix.
 func Write(path string, data []byte, perm os.FileMode) error {
 	return WriteFrom(path, bytes.NewReader(data), perm)
 }
@@ -22,12 +23,13 @@ func Write(path string, data []byte, perm os.FileMode) error {
 // WriteFrom is Write with the content read from r until EOF, for content
 // too large to hold in memory (a downloaded segment).
 func WriteFrom(path string, r io.Reader, perm os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	// A new file of a name of its own (O_EXCL): two writers never share
+	// one, and a link planted at a predictable name is never followed.
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("atomic write %s: %w", path, err)
 	}
-	// An earlier temporary file may have been left with another mode.
+	tmp := f.Name()
 	err = f.Chmod(perm)
 	if err == nil {
 		_, err = io.Copy(f, r)

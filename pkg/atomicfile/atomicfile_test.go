@@ -17,7 +17,7 @@ func TestWrite(t *testing.T) {
 		{name: "new file", data: []byte("a\n"), perm: 0o600},
 		{name: "replace", old: []byte("old content"), data: []byte("new"), perm: 0o644},
 		{name: "empty", old: []byte("x"), data: []byte{}, perm: 0o600},
-		{name: "stale temporary file", stale: true, data: []byte("fresh"), perm: 0o600},
+		{name: "link planted at an old temporary name", stale: true, data: []byte("fresh"), perm: 0o600},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -28,8 +28,12 @@ func TestWrite(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			victim := filepath.Join(t.TempDir(), "victim")
 			if tt.stale {
-				if err := os.WriteFile(path+".tmp", []byte("torn garbage that is longer"), 0o666); err != nil {
+				if err := os.WriteFile(victim, []byte("keep"), 0o640); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(victim, path+".tmp"); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -50,11 +54,28 @@ func TestWrite(t *testing.T) {
 			if fi.Mode().Perm() != tt.perm {
 				t.Errorf("mode %v, want %v", fi.Mode().Perm(), tt.perm)
 			}
-			if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
-				t.Errorf("temporary file left behind: %v", err)
+			if tt.stale {
+				fi, err := os.Stat(victim)
+				got, _ := os.ReadFile(victim)
+				if err != nil || fi.Mode().Perm() != 0o640 || string(got) != "keep" {
+					t.Errorf("the link's target was touched: %v, %q", fi.Mode(), got)
+				}
+			}
+			if left := temps(t, dir); len(left) > 0 {
+				t.Errorf("temporary files left behind: %v", left)
 			}
 		})
 	}
+}
+
+// temps lists the temporary files Write leaves in dir (none, normally).
+func temps(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func TestWriteErrors(t *testing.T) {
@@ -70,8 +91,8 @@ func TestWriteErrors(t *testing.T) {
 	if err := Write(target, []byte("x"), 0o600); err == nil {
 		t.Fatal("replacing a non-empty directory succeeded")
 	}
-	if _, err := os.Stat(target + ".tmp"); !os.IsNotExist(err) {
-		t.Errorf("temporary file left behind: %v", err)
+	if left := temps(t, dir); len(left) > 0 {
+		t.Errorf("temporary files left behind: %v", left)
 	}
 	if err := Write(filepath.Join(dir, "missing", "f"), []byte("x"), 0o600); err == nil {
 		t.Fatal("write into a missing directory succeeded")
@@ -110,7 +131,7 @@ func TestWriteFromInterrupted(t *testing.T) {
 	if string(got) != "old" {
 		t.Errorf("content after a failed write %q; want the old one", got)
 	}
-	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
-		t.Errorf("temporary file left behind: %v", err)
+	if left := temps(t, filepath.Dir(path)); len(left) > 0 {
+		t.Errorf("temporary files left behind: %v", left)
 	}
 }

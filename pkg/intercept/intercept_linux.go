@@ -33,6 +33,10 @@ type Interceptor struct {
 	denyMu      sync.Mutex    // serializes SetDeny
 	denyEntries int           // prefixes of the deny table in force
 
+	// adoptedCounters: the stats map came from PinPath, left by an
+	// earlier agent, rather than created by this Open.
+	adoptedCounters bool
+
 	readMu     sync.Mutex
 	detachOnce sync.Once
 	detachErr  error
@@ -124,6 +128,11 @@ func (i *Interceptor) start(ctx context.Context, capture map[netip.Prefix][]port
 // from any other namespace are reported, not redirected.
 func (i *Interceptor) NetnsCookie() uint64 { return i.netns }
 
+// AdoptedCounters reports whether the kernel's counters (Stats) were
+// adopted from pins an earlier agent left, rather than created at zero by
+// this Open: only adopted counters hold counts from before this agent.
+func (i *Interceptor) AdoptedCounters() bool { return i.adoptedCounters }
+
 // Detach closes the links and keeps the maps and the event reader. Without
 // PinPath the programs detach, so connections go direct again and the
 // programs queue no more events: a reader that drains after Detach
@@ -141,6 +150,16 @@ func (i *Interceptor) Detach() error {
 		}
 	})
 	return i.detachErr
+}
+
+// StopEvents closes the event reader and ends ReadEvents without draining:
+// with PinPath what is still queued waits in the pinned ring buffer for
+// the next agent. Close calls it too.
+func (i *Interceptor) StopEvents() error {
+	if i.events == nil {
+		return nil
+	}
+	return i.events.Close()
 }
 
 // Close closes the event reader, links and maps. Without PinPath the

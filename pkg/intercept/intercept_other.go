@@ -38,8 +38,14 @@ func (i *Interceptor) Stats() (Stats, error) { return Stats{}, errNotLinux }
 // NetnsCookie returns 0 outside Linux.
 func (i *Interceptor) NetnsCookie() uint64 { return 0 }
 
+// AdoptedCounters is false outside Linux.
+func (i *Interceptor) AdoptedCounters() bool { return false }
+
 // Detach does nothing outside Linux.
 func (i *Interceptor) Detach() error { return nil }
+
+// StopEvents does nothing outside Linux.
+func (i *Interceptor) StopEvents() error { return nil }
 
 // Close does nothing outside Linux.
 func (i *Interceptor) Close() error { return nil }

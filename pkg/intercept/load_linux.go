@@ -3,6 +3,8 @@ package intercept
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -60,11 +62,14 @@ func (i *Interceptor) load() error {
 	i.denySpec = inner.Copy()
 
 	opts := &ebpf.CollectionOptions{}
+	i.adoptedCounters = false
 	if i.cfg.PinPath != "" {
 		for _, name := range pinnedMaps {
 			spec.Maps[name].Pinning = ebpf.PinByName
 		}
 		opts.Maps.PinPath = i.cfg.PinPath
+		_, err := os.Stat(filepath.Join(i.cfg.PinPath, bpf.InterceptMapVigilStats))
+		i.adoptedCounters = err == nil
 	}
 
 	err = spec.LoadAndAssign(&i.objs, opts)
@@ -74,6 +79,7 @@ func (i *Interceptor) load() error {
 		if err := removeMapPins(i.cfg.PinPath); err != nil {
 			return err
 		}
+		i.adoptedCounters = false
 		err = spec.LoadAndAssign(&i.objs, opts)
 	}
 	if err != nil {

@@ -28,12 +28,12 @@ import (
 const clientEnv = "VIGIL_E2E_CLIENT"
 
 // runClientMode implements "concurrent ADDR N": N simultaneous connections
-// to an echo server, each checking its echo; and "denyloop ADDR N OK"
+// to an echo server, each checking its echo; and "denyloop ADDR N OK STOP"
 // (runDenyLoop).
 func runClientMode() int {
 	f := strings.Fields(os.Getenv(clientEnv))
-	if len(f) == 4 && f[0] == "denyloop" {
-		return runDenyLoop(f[1], f[2], f[3])
+	if len(f) == 5 && f[0] == "denyloop" {
+		return runDenyLoop(f[1], f[2], f[3], f[4])
 	}
 	if len(f) != 3 || f[0] != "concurrent" {
 		fmt.Fprintln(os.Stderr, "bad client spec")
