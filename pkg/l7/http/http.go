@@ -514,8 +514,19 @@ func (p *Parser) finish() *l7.Response {
 // had none); otherwise the client would send the body as the next request,
 // so the answer says Connection: close.
 func (p *Parser) Deny(req *l7.Request, reason string) []byte {
+	return p.deny(req, reason, false)
+}
+
+// DenyLast implements l7.LastDenier: the 403 of Deny, with Connection:
+// close whatever the request's body, for a connection the proxy closes
+// after it.
+func (p *Parser) DenyLast(req *l7.Request, reason string) []byte {
+	return p.deny(req, reason, true)
+}
+
+func (p *Parser) deny(req *l7.Request, reason string, last bool) []byte {
 	p.mu.Lock()
-	keep := p.last != req || p.lastIn
+	keep := !last && (p.last != req || p.lastIn)
 	var http10, head bool
 	for i, w := range p.pending {
 		if w.req != req {
@@ -571,4 +582,7 @@ func clip(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "")
 }
 
-var _ l7.Parser = (*Parser)(nil)
+var (
+	_ l7.Parser     = (*Parser)(nil)
+	_ l7.LastDenier = (*Parser)(nil)
+)
