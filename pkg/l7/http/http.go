@@ -214,6 +214,7 @@ type header struct {
 // parser needs.
 func parseHead(head []byte) (string, header, error) {
 	h := header{length: -1}
+	hostSeen := false
 	lines := head[:len(head)-4] // the head ends with CRLF CRLF
 	i := bytes.Index(lines, []byte("\r\n"))
 	first := lines
@@ -247,7 +248,13 @@ func parseHead(head []byte) (string, header, error) {
 		value := func() string { return string(raw) }
 		switch {
 		case equalFold(name, "host"):
-			h.host = value()
+			// Servers must refuse two (RFC 9112, 3.2), but one that
+			// took the first while the proxy decided on the last would
+			// serve a name the policy never saw.
+			if hostSeen {
+				return "", h, fmt.Errorf("http: more than one Host header: %w", l7.ErrProtocol)
+			}
+			h.host, hostSeen = value(), true
 		case equalFold(name, "content-length"):
 			v, err := strconv.ParseInt(value(), 10, 64)
 			if err != nil || v < 0 || (h.length >= 0 && h.length != v) {

@@ -190,6 +190,7 @@ func TestParseErrors(t *testing.T) {
 		{"binary", []l7test.Step{c("\x16\x03\x01\x02\x00")}, l7.ErrProtocol},
 		{"no method", []l7test.Step{c(" / HTTP/1.1\r\n\r\n")}, l7.ErrProtocol},
 		{"http2 preface", []l7test.Step{c("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")}, l7.ErrProtocol},
+		{"two Hosts", []l7test.Step{c("GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n")}, l7.ErrProtocol},
 		{"two lengths", []l7test.Step{c("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")}, l7.ErrProtocol},
 		{"bad chunk size", []l7test.Step{c("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")}, l7.ErrProtocol},
 		{"chunk without CRLF", []l7test.Step{c("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab")}, l7.ErrProtocol},
