@@ -313,9 +313,8 @@ func (p *Parser) request(head []byte) (*waiting, error) {
 	host := h.host
 	path := target
 	if w.connect {
-		if host == "" {
-			host = target
-		}
+		// The tunnel goes where the target says, whatever Host says.
+		host = target
 	} else if i := strings.Index(target, "://"); i > 0 && target[0] != '/' {
 		// absolute-form: the authority is the host; the rest is the path.
 		rest := target[i+3:]

@@ -119,7 +119,8 @@ func TestParse(t *testing.T) {
 		{
 			name: "connect tunnel",
 			steps: []l7test.Step{
-				c("CONNECT db.example.test:443 HTTP/1.1\r\nHost: db.example.test:443\r\n\r\n"),
+				// The target names the tunnel's destination, not Host.
+				c("CONNECT db.example.test:443 HTTP/1.1\r\nHost: allowed.example.test:443\r\n\r\n"),
 				s("HTTP/1.1 200 Connection established\r\n\r\n"),
 				c("\x16\x03\x01\x00\x05hello"), s("\x16\x03\x03\x00\x01x"),
 			},
