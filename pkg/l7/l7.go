@@ -77,6 +77,10 @@ type Request struct {
 	// Attrs holds protocol details (user, database, application_name,
 	// alpn, sql_where=false, ...), all strings, for the audit entry.
 	Attrs map[string]string
+	// NoReply marks a request the server answers with silence (Redis
+	// under CLIENT REPLY OFF or SKIP): no Response completes it, so the
+	// proxy waits for none.
+	NoReply bool
 }
 
 // Response completes the oldest outstanding request of the connection.
@@ -129,4 +133,44 @@ type Parser interface {
 	// protocol's upgrade (Postgres SSLRequest, ...): from then on Parse
 	// returns whole buffers as opaque messages.
 	Encrypted() bool
+}
+
+// LastDenier is a Parser whose refusal can also tell the client that the
+// connection ends after it (HTTP's Connection: close). The proxy calls
+// DenyLast instead of Deny for a request after which it closes the
+// connection, such as an HTTP request whose Host names a destination the
+// connection may not reach; a Parser without it gets Deny.
+type LastDenier interface {
+	DenyLast(req *Request, reason string) []byte
+}
+
+// Replacement is what the proxy sends instead of a request it would
+// otherwise forward as it is (see Replacer).
+type Replacement struct {
+	// Send goes to the server in place of the request's message and the
+	// Part messages after it.
+	Send []byte
+	// Answer goes to the client, in the request's turn, in place of the
+	// server's reply to Send, which is consumed. nil when the server does
+	// not answer (Redis CLIENT REPLY OFF): nothing is sent then.
+	Answer []byte
+	// Reason is recorded as the request's deny_reason: the request is
+	// recorded as denied.
+	Reason string
+}
+
+// Replacer is a Parser whose protocol ties a request to the denials
+// before it: in a Redis transaction, a command refused while it is queued
+// makes EXEC fail, as the server makes it fail when it rejects a queued
+// command itself. The proxy calls Replace for each request it is about to
+// forward, in the order of the client's requests, after Deny for the
+// denied ones before it. nil means forward the request as it is.
+//
+// Send must draw exactly one reply from the server (or none, with Answer
+// nil) where the request would have drawn one, so that Parse keeps pairing
+// replies with requests, and Parse must return that reply as a message
+// holding it alone (no push or other bytes before it), since the whole
+// message is replaced by Answer.
+type Replacer interface {
+	Replace(req *Request) *Replacement
 }

@@ -111,10 +111,10 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, src *Source) {
 		p.refuse(ctx, s, e)
 		return
 	}
-	p.learnName(s, conn)
+	names := p.learnName(s, conn)
 	d := p.decide(ctx, conn)
 	e.Decision, e.Rule = d.Verdict, d.Rule
-	p.attachL7(s, conn, d, &e)
+	p.attachL7(s, conn, d, &e, names)
 	if d.Verdict != auditlog.Allow && d.Verdict != auditlog.Audit {
 		if d.Verdict != auditlog.Deny {
 			e.Attrs = withAttr(e.Attrs, "invalid_verdict", string(d.Verdict))

@@ -108,20 +108,26 @@ type l7conn struct {
 	detected bool
 	port     uint16  // of the original destination, the detector's hint
 	stats    l7stats // written by the relay, read once it returned
+	// conn and rule are what the connection was decided with, kept when
+	// the Decider uses names: an HTTP request whose Host names another
+	// destination is decided again (l7relay.redecide).
+	conn *Conn
+	rule string
 }
 
 // learnName waits, within FirstBytesWait, for the client's first message
 // and sets c.Name from its TLS SNI or HTTP Host, if the Decider uses
-// names. Nothing is consumed from the client: bytes are peeked at.
-func (p *Proxy) learnName(s *session, c *Conn) {
+// names. Nothing is consumed from the client: bytes are peeked at. It
+// reports whether the Decider uses names.
+func (p *Proxy) learnName(s *session, c *Conn) (names bool) {
 	cfg := &p.cfg.L7
 	nd, ok := p.cfg.Decider.(nameDecider)
 	if !cfg.enabled() || !ok || !nd.UsesNames() {
-		return
+		return false
 	}
 	port := c.Origin.Dst.Port()
 	if cfg.ServerFirst != nil && cfg.ServerFirst(port) {
-		return
+		return true
 	}
 	wait := cfg.FirstBytesWait
 	if wait <= 0 {
@@ -134,7 +140,7 @@ func (p *Proxy) learnName(s *session, c *Conn) {
 	s.l7 = &l7conn{proto: proto, dir: l7.FromClient, detected: proto != ""}
 	newParser := cfg.Parsers[proto]
 	if (proto != "tls" && proto != "http") || newParser == nil {
-		return
+		return true
 	}
 	// A parser of its own reads the peeked bytes; the relay's parser
 	// starts from the first byte again.
@@ -143,17 +149,17 @@ func (p *Proxy) learnName(s *session, c *Conn) {
 	for {
 		msgs, err := safeParse(pr, l7.FromClient, pk.bytes()[off:])
 		if err != nil {
-			return
+			return true
 		}
 		for _, m := range msgs {
 			if m.Request != nil {
 				c.Name = hostName(m.Request.Target)
-				return
+				return true
 			}
 			off += m.Len
 		}
 		if err := pk.more(); err != nil {
-			return
+			return true
 		}
 	}
 }
@@ -175,8 +181,9 @@ func hostName(h string) string {
 }
 
 // attachL7 keeps the decision's L7 rules for the relay and records the
-// destination name in the conn.open entry.
-func (p *Proxy) attachL7(s *session, c *Conn, d Decision, e *auditlog.Entry) {
+// destination name in the conn.open entry. names: the Decider uses names,
+// so the relay decides again when an HTTP request names another one.
+func (p *Proxy) attachL7(s *session, c *Conn, d Decision, e *auditlog.Entry, names bool) {
 	if c.Name != "" {
 		e.Attrs = withAttr(e.Attrs, "name", c.Name)
 	}
@@ -188,6 +195,9 @@ func (p *Proxy) attachL7(s *session, c *Conn, d Decision, e *auditlog.Entry) {
 	}
 	s.l7.rules = d.L7
 	s.l7.port = c.Origin.Dst.Port()
+	if names {
+		s.l7.conn, s.l7.rule = c, d.Rule
+	}
 }
 
 // relayFor relays s: with splice when no L7 rules apply, through the

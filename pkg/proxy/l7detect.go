@@ -163,6 +163,36 @@ func safeDeny(pr l7.Parser, req *l7.Request, reason string) (b []byte) {
 	return pr.Deny(req, reason)
 }
 
+// safeDenyLast calls DenyLast when the parser has it, Deny otherwise,
+// turning a panic into nil.
+func safeDenyLast(pr l7.Parser, req *l7.Request, reason string) (b []byte) {
+	ld, ok := pr.(l7.LastDenier)
+	if !ok {
+		return safeDeny(pr, req, reason)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			b = nil
+		}
+	}()
+	return ld.DenyLast(req, reason)
+}
+
+// safeReplace calls Replace when the parser has it, turning a panic into
+// an error, as safeParse does: parsing stops there.
+func safeReplace(pr l7.Parser, req *l7.Request) (rp *l7.Replacement, err error) {
+	rr, ok := pr.(l7.Replacer)
+	if !ok {
+		return nil, nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			rp, err = nil, fmt.Errorf("parser panic: %v: %w", r, l7.ErrProtocol)
+		}
+	}()
+	return rr.Replace(req), nil
+}
+
 // safeEncrypted calls Encrypted, turning a panic into false.
 func safeEncrypted(pr l7.Parser) (enc bool) {
 	defer func() {

@@ -21,6 +21,9 @@ import (
 const (
 	reasonTLSRequired = "tls_required" // require_tls: the session was not encrypted
 	reasonL7Denied    = "l7_denied"    // a request was denied and the protocol cannot refuse one and go on
+	// reasonHostChanged: an HTTP request's Host named a destination the
+	// connection may not reach; it was refused and the connection closed.
+	reasonHostChanged = "host_changed"
 	// reasonL7Unparsed: parsing stopped (too large, protocol error, too
 	// many pending) on a connection whose guardrails, require_tls or
 	// audit: required need every request seen; l7_stopped says why.
@@ -55,11 +58,16 @@ type l7stats struct {
 // l7pending is a request waiting for its response, or a denied request
 // whose error waits for the responses to the requests before it.
 type l7pending struct {
-	e        auditlog.Entry
-	start    time.Time
-	seq      uint64 // the entry's seq, when it was recorded before forwarding
-	deny     []byte // a denied request's error, sent in its turn
-	denied   bool
+	e     auditlog.Entry
+	start time.Time
+	seq   uint64 // the entry's seq, when it was recorded before forwarding
+	// deny is what the client gets in this request's turn: a denied
+	// request's error, or (not denied) the answer that replaces the
+	// server's reply to a request forwarded in another form
+	// (l7.Replacement).
+	deny     []byte
+	denied   bool // no response comes: deny goes once the ones before it went
+	last     bool // the connection closes once deny is sent
 	recorded bool
 	timer    *time.Timer
 }
@@ -78,6 +86,10 @@ type l7relay struct {
 	// dropping: the client messages marked Part that follow are the rest
 	// of a denied request (client direction only).
 	dropping bool
+	// name is the destination name the connection's HTTP requests were
+	// last decided for, starting with the connection's (client direction
+	// only; used when lc.conn is set).
+	name string
 
 	plain atomic.Bool // parsing stopped: both directions relay plain bytes
 	// closed: parsing stopped on a strict connection, which was reset;
@@ -128,6 +140,9 @@ func (p *Proxy) relayL7(ctx context.Context, s *session, open auditlog.Entry, op
 	}
 	r := &l7relay{p: p, ctx: ctx, s: s, lc: lc, rules: lc.rules, base: open,
 		openSeq: strconv.FormatUint(openSeq, 10), respWait: cfg.ResponseWait}
+	if lc.conn != nil {
+		r.name = lc.conn.Name
+	}
 	if r.respWait <= 0 {
 		r.respWait = DefaultResponseWait
 	}
@@ -287,6 +302,18 @@ func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (res
 		case d == l7.FromClient && m.Request != nil:
 			r.dropping = false
 			v := r.request(m.Request)
+			var rp *l7.Replacement
+			if !v.deny {
+				var err error
+				if rp, err = safeReplace(r.parser, m.Request); err != nil {
+					r.stop(d, err)
+					if r.closed.Load() {
+						return nil, false
+					}
+					off += m.Len // forwarded as plain bytes
+					continue
+				}
+			}
 			switch {
 			case v.deny:
 				if !r.write(d, dst, buf[from:off], n) {
@@ -296,6 +323,14 @@ func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (res
 					return nil, false
 				}
 				r.dropping = true
+				off += m.Len
+				from = off
+				continue
+			case rp != nil:
+				if !r.write(d, dst, buf[from:off], n) || !r.replace(dst, m.Request, rp, n) {
+					return nil, false
+				}
+				r.dropping = true // the rest of the request goes with it
 				off += m.Len
 				from = off
 				continue
@@ -345,7 +380,9 @@ var (
 type verdict struct {
 	deny      bool
 	reason    string
-	plaintext bool // refused because TLS is required: the connection closes
+	plaintext bool   // refused because TLS is required: the connection closes
+	last      bool   // refused, and the connection closes after the answer
+	rule      string // the rule that decided, when not the connection's
 }
 
 // request decides a request.
@@ -357,11 +394,51 @@ func (r *l7relay) request(req *l7.Request) verdict {
 	if r.rules.RequireTLS && req.Protocol != "tls" && !safeEncrypted(r.parser) {
 		return verdict{deny: true, reason: "TLS is required", plaintext: true}
 	}
+	if v := r.redecide(req); v.deny {
+		return v
+	}
 	if r.rules.Guard == nil {
 		return verdict{}
 	}
 	deny, reason := checkGuard(r.rules.Guard, req)
 	return verdict{deny: deny, reason: reason}
+}
+
+// redecide decides the connection again for an HTTP request whose Host
+// names another destination than the one its requests were decided for
+// (the connection's name at first): a client could otherwise open a
+// connection with an allowed name and, kept alive, send requests for a
+// denied one. The Decider sees the same Conn with the request's name,
+// normalised as learnName does ("" for none, or an address). If the new
+// decision denies, or allows under another rule (whose guardrails are
+// not the ones this connection is inspected with), the request is refused
+// and the connection closed after the answer; if the same rule allows
+// the name, the request goes on under it.
+func (r *l7relay) redecide(req *l7.Request) verdict {
+	if r.lc.conn == nil || req.Protocol != "http" {
+		return verdict{}
+	}
+	name := hostName(req.Target)
+	if name == r.name {
+		return verdict{}
+	}
+	c := *r.lc.conn
+	c.Name = name
+	d := r.p.decide(r.ctx, &c)
+	shown := strconv.Quote(name)
+	if name == "" {
+		shown = "no name"
+	}
+	switch {
+	case d.Verdict != auditlog.Allow && d.Verdict != auditlog.Audit:
+		return verdict{deny: true, last: true, rule: d.Rule,
+			reason: "Host changed on a kept-alive connection to " + shown + ", which rule " + d.Rule + " denies"}
+	case d.Rule != r.lc.rule:
+		return verdict{deny: true, last: true, rule: d.Rule,
+			reason: "Host changed on a kept-alive connection to " + shown + ", a name decided by another rule (" + d.Rule + ")"}
+	}
+	r.name = name
+	return verdict{}
 }
 
 // checkGuard calls Check; a panic denies (the guardrail could not say).
@@ -381,7 +458,15 @@ func checkGuard(g Guard, req *l7.Request) (deny bool, reason string) {
 func (r *l7relay) refuse(req *l7.Request, v verdict) bool {
 	e := r.entry(req)
 	r.denyEntry(&e, v.reason)
-	answer := safeDeny(r.parser, req, v.reason)
+	if v.rule != "" {
+		e.Rule = v.rule
+	}
+	var answer []byte
+	if v.last {
+		answer = safeDenyLast(r.parser, req, v.reason)
+	} else {
+		answer = safeDeny(r.parser, req, v.reason)
+	}
 	r.mu.Lock()
 	r.lc.stats.denied++
 	r.mu.Unlock()
@@ -416,21 +501,66 @@ func (r *l7relay) refuse(req *l7.Request, v verdict) bool {
 		}
 	}
 	if queued {
-		r.pending = append(r.pending, &l7pending{denied: true, deny: answer, recorded: true})
+		// The queue may hold one entry past maxPending here: the client
+		// direction stops adding after a denial that closes.
+		r.pending = append(r.pending, &l7pending{denied: true, deny: answer, recorded: true, last: v.last})
 	}
 	r.mu.Unlock()
 	if queued {
-		return true
+		// After a last answer nothing more of the client's is read: the
+		// answer goes in its turn, then the connection closes.
+		return !v.last
 	}
 	r.clientMu.Lock()
-	defer r.clientMu.Unlock()
-	return r.writeLocked(r.s.client, answer, nil)
+	ok := r.writeLocked(r.s.client, answer, nil)
+	r.clientMu.Unlock()
+	if ok && v.last {
+		r.s.stop(reasonHostChanged, false)
+		return false
+	}
+	return ok
+}
+
+// replace forwards rp.Send in place of req, which is recorded as denied,
+// and queues rp.Answer to go to the client in place of the server's reply
+// to it. false if the session ended.
+func (r *l7relay) replace(dst *net.TCPConn, req *l7.Request, rp *l7.Replacement, n *int64) bool {
+	e := r.entry(req)
+	r.denyEntry(&e, rp.Reason)
+	r.mu.Lock()
+	full := len(r.pending) >= maxPending
+	if !full && rp.Answer != nil {
+		// Queued before Send goes, so the reply cannot come first.
+		r.pending = append(r.pending, &l7pending{e: e, start: time.Now(), deny: rp.Answer, recorded: true})
+	}
+	if !full {
+		r.lc.stats.denied++
+	}
+	r.mu.Unlock()
+	if full {
+		// The reply to Send could not be told apart: neither the request
+		// nor its replacement goes, and parsing stops (a connection with
+		// denials behind it is strict, so it is reset).
+		r.overflow(req)
+		r.stop(l7.FromClient, errTooManyPending)
+		r.s.stop(reasonL7Unparsed, true)
+		return false
+	}
+	r.p.stats.l7Denied.Add(1)
+	r.p.appendLazy(r.ctx, e)
+	r.p.log.Debug("request replaced", "src", e.Src, "dst", e.Dst, "protocol", req.Protocol, "kind", req.Kind, "rule", e.Rule, "reason", rp.Reason)
+	return r.write(l7.FromClient, dst, rp.Send, n)
 }
 
 // track remembers a forwarded request until its response; false if too
-// many are waiting.
+// many are waiting. A request the server will not answer is recorded at
+// once: waiting in the queue, it would take the next request's response.
 func (r *l7relay) track(req *l7.Request) bool {
 	pe := &l7pending{e: r.entry(req), start: time.Now()}
+	if req.NoReply {
+		r.p.appendLazy(r.ctx, pe.e)
+		return true
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.pending) >= maxPending {
@@ -457,6 +587,9 @@ func (r *l7relay) recordDurable(req *l7.Request) bool {
 		return false
 	}
 	pe.seq = ack.Seq
+	if req.NoReply {
+		return true // no response entry will follow
+	}
 	r.mu.Lock()
 	full := len(r.pending) >= maxPending
 	if !full {
@@ -477,17 +610,18 @@ func (r *l7relay) overflow(req *l7.Request) {
 	r.p.appendLazy(r.ctx, e)
 }
 
-// complete forwards a response message b to the client, completes the
-// oldest request waiting for a response, and sends the errors of denied
-// requests that were waiting behind it.
+// complete forwards a response message b to the client (or, if the
+// request it completes was replaced, the answer that takes its place),
+// completes the oldest request waiting for a response, and sends the
+// errors of denied requests that were waiting behind it; after a denial
+// that ends the connection (last), it closes the session.
 func (r *l7relay) complete(client *net.TCPConn, b []byte, resp *l7.Response, n *int64) bool {
+	// clientMu is held from before the queue changes until the bytes are
+	// written, so refuse, finding the queue empty, writes after them.
 	r.clientMu.Lock()
 	defer r.clientMu.Unlock()
-	if !r.writeLocked(client, b, n) {
-		return false
-	}
 	var done *l7pending
-	var due [][]byte
+	var due []*l7pending
 	r.mu.Lock()
 	for i, pe := range r.pending {
 		if !pe.denied {
@@ -497,7 +631,7 @@ func (r *l7relay) complete(client *net.TCPConn, b []byte, resp *l7.Response, n *
 		}
 	}
 	for len(r.pending) > 0 && r.pending[0].denied {
-		due = append(due, r.pending[0].deny)
+		due = append(due, r.pending[0])
 		r.pending = r.pending[1:]
 	}
 	var e auditlog.Entry
@@ -523,14 +657,27 @@ func (r *l7relay) complete(client *net.TCPConn, b []byte, resp *l7.Response, n *
 		}
 	}
 	r.mu.Unlock()
-	for _, d := range due {
-		if !r.writeLocked(client, d, nil) {
-			return false
-		}
+	if done != nil && done.deny != nil {
+		// A replaced request: its answer goes in place of the reply.
+		b, n = done.deny, nil
 	}
+	ok := r.writeLocked(client, b, n)
 	if record {
+		// Taken off the queue: recorded even if the client is gone.
 		responseAttrs(e.Attrs, resp, done.start)
 		r.p.appendLazy(r.ctx, e)
+	}
+	if !ok {
+		return false
+	}
+	for _, pe := range due {
+		if !r.writeLocked(client, pe.deny, nil) {
+			return false
+		}
+		if pe.last {
+			r.s.stop(reasonHostChanged, false)
+			return false
+		}
 	}
 	return true
 }
@@ -611,12 +758,17 @@ func (r *l7relay) stop(d l7.Dir, err error) {
 	r.pending = nil
 	r.mu.Unlock()
 	r.p.stats.l7Stop(reason)
+	last := false
 	for _, pe := range left {
-		if pe.denied {
+		if pe.denied && !last {
 			_, _ = r.s.client.Write(pe.deny)
+			last = pe.last
 		}
 	}
 	r.clientMu.Unlock()
+	if last {
+		r.s.stop(reasonHostChanged, false)
+	}
 	r.flush(left, "unknown")
 	if reason == "encrypted" {
 		return

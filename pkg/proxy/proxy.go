@@ -68,7 +68,10 @@ type Auditor interface {
 
 // Decider is the policy hook. Decide is called concurrently, once per
 // redirected connection, before anything is sent to the destination; the
-// client waits for it, so it should return promptly.
+// client waits for it, so it should return promptly. When it uses names
+// (Conn.Name), Decide is called again, with the same Conn but another
+// Name, for an HTTP request inspected by the L7 relay whose Host names
+// another destination than the one the connection was decided for.
 type Decider interface {
 	Decide(ctx context.Context, c *Conn) Decision
 }

@@ -214,6 +214,7 @@ type header struct {
 // parser needs.
 func parseHead(head []byte) (string, header, error) {
 	h := header{length: -1}
+	hostSeen := false
 	lines := head[:len(head)-4] // the head ends with CRLF CRLF
 	i := bytes.Index(lines, []byte("\r\n"))
 	first := lines
@@ -247,7 +248,13 @@ func parseHead(head []byte) (string, header, error) {
 		value := func() string { return string(raw) }
 		switch {
 		case equalFold(name, "host"):
-			h.host = value()
+			// Servers must refuse two (RFC 9112, 3.2), but one that
+			// took the first while the proxy decided on the last would
+			// serve a name the policy never saw.
+			if hostSeen {
+				return "", h, fmt.Errorf("http: more than one Host header: %w", l7.ErrProtocol)
+			}
+			h.host, hostSeen = value(), true
 		case equalFold(name, "content-length"):
 			v, err := strconv.ParseInt(value(), 10, 64)
 			if err != nil || v < 0 || (h.length >= 0 && h.length != v) {
@@ -306,9 +313,8 @@ func (p *Parser) request(head []byte) (*waiting, error) {
 	host := h.host
 	path := target
 	if w.connect {
-		if host == "" {
-			host = target
-		}
+		// The tunnel goes where the target says, whatever Host says.
+		host = target
 	} else if i := strings.Index(target, "://"); i > 0 && target[0] != '/' {
 		// absolute-form: the authority is the host; the rest is the path.
 		rest := target[i+3:]
@@ -514,8 +520,19 @@ func (p *Parser) finish() *l7.Response {
 // had none); otherwise the client would send the body as the next request,
 // so the answer says Connection: close.
 func (p *Parser) Deny(req *l7.Request, reason string) []byte {
+	return p.deny(req, reason, false)
+}
+
+// DenyLast implements l7.LastDenier: the 403 of Deny, with Connection:
+// close whatever the request's body, for a connection the proxy closes
+// after it.
+func (p *Parser) DenyLast(req *l7.Request, reason string) []byte {
+	return p.deny(req, reason, true)
+}
+
+func (p *Parser) deny(req *l7.Request, reason string, last bool) []byte {
 	p.mu.Lock()
-	keep := p.last != req || p.lastIn
+	keep := !last && (p.last != req || p.lastIn)
 	var http10, head bool
 	for i, w := range p.pending {
 		if w.req != req {
@@ -571,4 +588,7 @@ func clip(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "")
 }
 
-var _ l7.Parser = (*Parser)(nil)
+var (
+	_ l7.Parser     = (*Parser)(nil)
+	_ l7.LastDenier = (*Parser)(nil)
+)

@@ -119,7 +119,8 @@ func TestParse(t *testing.T) {
 		{
 			name: "connect tunnel",
 			steps: []l7test.Step{
-				c("CONNECT db.example.test:443 HTTP/1.1\r\nHost: db.example.test:443\r\n\r\n"),
+				// The target names the tunnel's destination, not Host.
+				c("CONNECT db.example.test:443 HTTP/1.1\r\nHost: allowed.example.test:443\r\n\r\n"),
 				s("HTTP/1.1 200 Connection established\r\n\r\n"),
 				c("\x16\x03\x01\x00\x05hello"), s("\x16\x03\x03\x00\x01x"),
 			},
@@ -190,6 +191,7 @@ func TestParseErrors(t *testing.T) {
 		{"binary", []l7test.Step{c("\x16\x03\x01\x02\x00")}, l7.ErrProtocol},
 		{"no method", []l7test.Step{c(" / HTTP/1.1\r\n\r\n")}, l7.ErrProtocol},
 		{"http2 preface", []l7test.Step{c("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")}, l7.ErrProtocol},
+		{"two Hosts", []l7test.Step{c("GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n")}, l7.ErrProtocol},
 		{"two lengths", []l7test.Step{c("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")}, l7.ErrProtocol},
 		{"bad chunk size", []l7test.Step{c("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")}, l7.ErrProtocol},
 		{"chunk without CRLF", []l7test.Step{c("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab")}, l7.ErrProtocol},
@@ -226,32 +228,39 @@ func TestDeny(t *testing.T) {
 		{"http/1.0", "GET /admin HTTP/1.0\r\n\r\n", true, true},
 		{"head has no body", "HEAD /admin HTTP/1.1\r\nHost: h\r\n\r\n", false, false},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p := New(l7.DefaultOptions())
-			msgs, err := p.Parse(l7.FromClient, []byte(tt.request))
-			if err != nil || len(msgs) == 0 || msgs[0].Request == nil {
-				t.Fatalf("Parse() = %+v, %v", msgs, err)
-			}
-			got := string(p.Deny(msgs[0].Request, "path /admin\r\nis denied"))
-			if !strings.HasPrefix(got, "HTTP/1.1 403 Forbidden\r\n") {
-				t.Fatalf("Deny() = %q", got)
-			}
-			if c := strings.Contains(got, "Connection: close\r\n"); c != tt.close {
-				t.Errorf("Deny() = %q; Connection: close %v, want %v", got, c, tt.close)
-			}
-			head, body, _ := strings.Cut(got, "\r\n\r\n")
-			want := "forbidden by policy: path /admin  is denied\n"
-			if !strings.Contains(head+"\r\n", fmt.Sprintf("Content-Length: %d\r\n", len(want))) {
-				t.Errorf("Deny() head %q lacks the body's length", head)
-			}
-			if (body == want) != tt.body || (!tt.body && body != "") {
-				t.Errorf("Deny() body = %q", body)
-			}
-			if len(p.pending) != 0 {
-				t.Errorf("denied request still waits for a response")
-			}
-		})
+	// DenyLast is Deny with Connection: close in every case.
+	for _, last := range []bool{false, true} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s/last=%v", tt.name, last), func(t *testing.T) {
+				p := New(l7.DefaultOptions())
+				msgs, err := p.Parse(l7.FromClient, []byte(tt.request))
+				if err != nil || len(msgs) == 0 || msgs[0].Request == nil {
+					t.Fatalf("Parse() = %+v, %v", msgs, err)
+				}
+				deny := p.Deny
+				if last {
+					deny = p.DenyLast
+				}
+				got := string(deny(msgs[0].Request, "path /admin\r\nis denied"))
+				if !strings.HasPrefix(got, "HTTP/1.1 403 Forbidden\r\n") {
+					t.Fatalf("Deny() = %q", got)
+				}
+				if c := strings.Contains(got, "Connection: close\r\n"); c != (tt.close || last) {
+					t.Errorf("Deny() = %q; Connection: close %v, want %v", got, c, tt.close || last)
+				}
+				head, body, _ := strings.Cut(got, "\r\n\r\n")
+				want := "forbidden by policy: path /admin  is denied\n"
+				if !strings.Contains(head+"\r\n", fmt.Sprintf("Content-Length: %d\r\n", len(want))) {
+					t.Errorf("Deny() head %q lacks the body's length", head)
+				}
+				if (body == want) != tt.body || (!tt.body && body != "") {
+					t.Errorf("Deny() body = %q", body)
+				}
+				if len(p.pending) != 0 {
+					t.Errorf("denied request still waits for a response")
+				}
+			})
+		}
 	}
 }
 

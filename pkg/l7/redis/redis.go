@@ -34,6 +34,13 @@ type Parser struct {
 	replyOff bool // CLIENT REPLY OFF: the server answers nothing
 	skipNext bool // CLIENT REPLY SKIP: the server does not answer the next command
 
+	// The transaction as the proxy forwards commands: Deny and Replace
+	// are called in the order of the client's commands, after Parse has
+	// run past them, so multi (which follows parsing) cannot say whether
+	// a denied command was queued in a transaction.
+	txOpen    bool   // a MULTI was forwarded and no EXEC, DISCARD or RESET since
+	txAborted string // the kind of the first command denied while txOpen
+
 	// Server side, touched only by the server direction.
 	reply   walker
 	inReply bool
@@ -137,7 +144,7 @@ func appendBody(msgs []l7.Message, k int) []l7.Message {
 // sent records a command as waiting for its reply and returns its request.
 func (p *Parser) sent(cmd *command) *l7.Request {
 	req := cmd.request(p.opts.Redact, p.multi)
-	if req.Kind == "EXEC" || req.Kind == "DISCARD" {
+	if req.Kind == "EXEC" || req.Kind == "DISCARD" || req.Kind == "RESET" {
 		delete(req.Attrs, "multi") // a no-op on a nil map
 	}
 	w := waiting{req: req, name: req.Kind}
@@ -158,12 +165,13 @@ func (p *Parser) sent(cmd *command) *l7.Request {
 	}
 	if silent {
 		setAttr(req, "reply", "off")
+		req.NoReply = true
 		return req
 	}
 	switch req.Kind {
 	case "MULTI":
 		p.multi = true
-	case "EXEC", "DISCARD":
+	case "EXEC", "DISCARD", "RESET":
 		p.multi = false
 	case "HELLO":
 		if len(cmd.args) > 1 {
@@ -419,8 +427,13 @@ func (p *Parser) parseServer(b []byte) ([]l7.Message, error) {
 		p.inReply = false
 		if resp := p.complete(); resp != nil {
 			msgs = append(msgs, l7.Message{Len: n - from, Response: resp})
-			from = n
+		} else {
+			// A push (or a reply past maxPending) is a message of its
+			// own, so that a reply's message holds that reply alone
+			// (Replace: the proxy swaps a reply's bytes).
+			msgs = appendBody(msgs, n-from)
 		}
+		from = n
 	}
 	if n > from {
 		msgs = appendBody(msgs, n-from)
@@ -575,8 +588,12 @@ func (p *Parser) complete() *l7.Response {
 
 // Deny implements l7.Parser: a RESP error in place of the server's reply.
 // The denied command never reaches the server, so it no longer waits for
-// a reply.
+// a reply. Denied inside a transaction, it aborts the transaction (see
+// Replace).
 func (p *Parser) Deny(req *l7.Request, reason string) []byte {
+	if p.txOpen && p.txAborted == "" {
+		p.txAborted = req.Kind
+	}
 	p.mu.Lock()
 	found := false
 	for i := range p.pending {
@@ -606,8 +623,52 @@ func (p *Parser) Deny(req *l7.Request, reason string) []byte {
 	return []byte("-ERR " + msg + "\r\n")
 }
 
+// Commands the proxy sends in place of an EXEC, and the client's answer.
+var (
+	discardCommand = []byte("*1\r\n$7\r\nDISCARD\r\n")
+	execAbortReply = []byte("-EXECABORT Transaction discarded because of previous errors.\r\n")
+)
+
+// Replace implements l7.Replacer. Redis refuses EXEC with EXECABORT, and
+// runs nothing, when it rejected a command while queuing the transaction;
+// a command the proxy denies inside MULTI must do the same, or the rest of
+// the transaction would run without it. So the EXEC of a transaction in
+// which a command was denied becomes a DISCARD (the server drops its
+// queue, and the WATCHes as EXEC would), and the client gets EXECABORT
+// in place of DISCARD's +OK. A nested MULTI is left to the server, which
+// refuses it without aborting the transaction.
+func (p *Parser) Replace(req *l7.Request) *l7.Replacement {
+	switch req.Kind {
+	case "MULTI":
+		if !p.txOpen {
+			p.txOpen, p.txAborted = true, ""
+		}
+	case "DISCARD", "RESET":
+		p.txOpen, p.txAborted = false, ""
+	case "EXEC":
+		aborted := p.txAborted
+		p.txOpen, p.txAborted = false, ""
+		if aborted == "" {
+			return nil
+		}
+		r := &l7.Replacement{
+			Send:   discardCommand,
+			Answer: execAbortReply,
+			Reason: "transaction discarded: " + aborted + " was denied while the transaction was queued",
+		}
+		if req.NoReply {
+			r.Answer = nil // the server answers neither EXEC nor DISCARD
+		}
+		return r
+	}
+	return nil
+}
+
 // Encrypted implements l7.Parser. Redis over TLS is seen as TLS, never
 // here, so a Redis session never switches.
 func (p *Parser) Encrypted() bool { return false }
 
-var _ l7.Parser = (*Parser)(nil)
+var (
+	_ l7.Parser   = (*Parser)(nil)
+	_ l7.Replacer = (*Parser)(nil)
+)
