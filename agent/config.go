@@ -41,11 +41,18 @@ type FileKubernetes struct {
 // LoadFile reads and strictly decodes a configuration file: unknown keys
 // and wrong types are errors with the line they are on.
 func LoadFile(path string) (FileConfig, error) {
-	var fc FileConfig
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return fc, fmt.Errorf("agent: read config: %w", err)
+		return FileConfig{}, fmt.Errorf("agent: read config: %w", err)
 	}
+	return parseFile(path, b)
+}
+
+// parseFile decodes and checks the bytes of the configuration file named
+// path (the name only labels errors).
+func parseFile(path string, b []byte) (FileConfig, error) {
+	var fc FileConfig
+	var err error
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
