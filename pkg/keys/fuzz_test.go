@@ -144,6 +144,7 @@ func TestCheckPKCS8(t *testing.T) {
 		{"ciphertext of 63 bytes", pkcs8PEMWith(t, oidPBKDF2, pbkdf2Params{Salt: []byte("s"), Iterations: 2048}, make([]byte, 16), make([]byte, 63)), "63 encrypted bytes"},
 		{"no ciphertext", pkcs8PEMWith(t, oidPBKDF2, pbkdf2Params{Salt: []byte("s"), Iterations: 2048}, make([]byte, 16), nil), "0 encrypted bytes"},
 		{"pbkdf2 in bounds, wrong data", pkcs8PEM(t, oidPBKDF2, pbkdf2Params{Salt: []byte("s"), Iterations: 2048}), "cannot decrypt"},
+		{"legacy PEM encryption around PKCS#8", legacyWrapped(t), "DEK-Info"},
 		{"openssl pbkdf2", mustRead(t, "testdata/pkcs8-pbkdf2.pem"), ""},
 		{"openssl scrypt", mustRead(t, "testdata/pkcs8-scrypt.pem"), ""},
 	}
@@ -172,4 +173,12 @@ func mustRead(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// legacyWrapped returns an "ENCRYPTED PRIVATE KEY" block that also carries
+// legacy PEM encryption headers.
+func legacyWrapped(t *testing.T) []byte {
+	b, _ := pem.Decode(pkcs8PEM(t, oidPBKDF2, pbkdf2Params{Salt: []byte("s"), Iterations: 2048}))
+	b.Headers = map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-128-CBC,00000000000000000000000000000000"}
+	return pem.EncodeToMemory(b)
 }

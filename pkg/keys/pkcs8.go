@@ -4,6 +4,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"errors"
 	"fmt"
 )
 
@@ -63,6 +64,11 @@ type scryptParams struct {
 func checkPKCS8(block *pem.Block) error {
 	if block.Type != "ENCRYPTED PRIVATE KEY" {
 		return nil
+	}
+	if _, ok := block.Headers["DEK-Info"]; ok {
+		// The legacy PEM decryption would hand the decoder parameters
+		// this check never saw.
+		return errors.New("PKCS#8 encrypted key is encrypted again with legacy PEM encryption (DEK-Info header): re-encrypt it as plain PKCS#8, e.g. openssl pkcs8 -topk8 -v2 aes-256-cbc")
 	}
 	var info encryptedPKCS8
 	if _, err := asn1.Unmarshal(block.Bytes, &info); err != nil || !info.Algorithm.Algorithm.Equal(oidPBES2) {
