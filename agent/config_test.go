@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,12 @@ func TestLoadFile(t *testing.T) {
 		{"kubernetes auto", "kubernetes: {enabled: auto}\n", ""},
 		{"kubernetes bad enabled", "kubernetes: {enabled: sometimes}\n", "want auto, true or false"},
 		{"kubernetes unknown key", "kubernetes: {node: n1}\n", "field node not found"},
+		{"repeated key", "data_dir: /a\ndata_dir: /b\n", `line 2: key "data_dir" is already set on line 1: keep one`},
+		{"repeated key in a sink", "ship:\n  s3:\n    - {bucket: a,\n       bucket: b}\n", `line 4: key "bucket" is already set on line 3`},
+		{"thousands of repeated keys", strings.Repeat("data_dir: x\n", 5000), `line 2: key "data_dir" is already set on line 1`},
+		{"huge mapping", manyKeys(300), "line 1: a mapping of 300 keys, more than the 256"},
+		{"too large", "data_dir: " + strings.Repeat("x", 1<<20), "more than the 1 MiB a configuration file may have"},
+		{"not yaml", "data_dir: [\n", "did not find expected node content"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,4 +53,13 @@ func TestLoadFile(t *testing.T) {
 	if _, err := LoadFile("/nonexistent/vigil.yaml"); err == nil {
 		t.Error("LoadFile of a missing file succeeded")
 	}
+}
+
+// manyKeys returns a mapping of n distinct keys.
+func manyKeys(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "k%d: v\n", i)
+	}
+	return b.String()
 }

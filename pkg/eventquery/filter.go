@@ -366,7 +366,9 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%q is not a time: use RFC 3339 (2026-01-02T15:04:05Z), a date, a duration ago (30m, 1h, 2d), today or yesterday", s)
 }
 
+// isDay reports whether s names a whole day; it trims s as ParseTime does.
 func isDay(s string) bool {
+	s = strings.TrimSpace(s)
 	if s == "today" || s == "yesterday" {
 		return true
 	}

@@ -231,10 +231,24 @@ func TestParseTime(t *testing.T) {
 			t.Errorf("ParseTime(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
 		}
 	}
-	// --until yesterday covers all of yesterday.
-	f, err := ParseValues(url.Values{"since": {"yesterday"}, "until": {"yesterday"}}, now)
-	if err != nil || !f.Until.Equal(time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)) {
-		t.Errorf("until yesterday = %v, %v; want midnight today", f.Until, err)
+	// --until DAY covers all of that day, however it is spaced.
+	until := []struct {
+		in   string
+		want time.Time
+	}{
+		{"yesterday", time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)},
+		{" yesterday\t", time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)},
+		{"today ", time.Date(2026, 3, 11, 0, 0, 0, 0, time.UTC)},
+		{" 2026-03-01", time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)},
+		{" 1h ", now.Add(-time.Hour)},
+	}
+	for _, tc := range until {
+		f, err := ParseValues(url.Values{"since": {"2026-02-01"}, "until": {tc.in}}, now)
+		if err != nil {
+			t.Errorf("until %q: %v", tc.in, err)
+		} else if !f.Until.Equal(tc.want) {
+			t.Errorf("until %q = %v; want %v", tc.in, f.Until, tc.want)
+		}
 	}
 }
 

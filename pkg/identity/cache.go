@@ -160,7 +160,7 @@ func (c *Cache) Len() int {
 }
 
 // errStat is returned for a /proc/PID/stat that cannot be parsed.
-var errStat = errors.New("identity: malformed /proc/PID/stat")
+var errStat = errors.New("identity: malformed /proc/PID/stat: want a start time in field 22, after the ')' that ends the command name; check that the proc root is a procfs mount")
 
 // startTime reads field 22 (starttime) of /proc/PID/stat. The comm in
 // field 2 may hold spaces and parentheses, so fields are counted from the
@@ -184,8 +184,12 @@ func parseStartTime(stat []byte) (uint64, error) {
 	if i < 0 {
 		return 0, errStat
 	}
-	// After ") " come fields 3, 4, …; starttime is field 22.
+	// After ") " come fields 3, 4, …; starttime is field 22. A file that
+	// ends at the ')' has none of them.
 	rest := stat[i+1:]
+	if len(rest) == 0 {
+		return 0, errStat
+	}
 	for field := 2; field < 21; field++ {
 		j := bytes.IndexByte(rest[1:], ' ')
 		if j < 0 {

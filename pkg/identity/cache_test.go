@@ -20,6 +20,9 @@ func TestParseStartTime(t *testing.T) {
 		{"comm with spaces and parens", "42 (a) b (c)) R 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 55 1000 0", 55, true},
 		{"no paren", "42 bash S 1", 0, false},
 		{"short", "42 (bash) S 1 42", 0, false},
+		{"ends at the comm", "42 (bash)", 0, false},
+		{"only a paren", ")", 0, false},
+		{"ends at the comm after a space", "42 (bash) ", 0, false},
 		{"not a number", "42 (bash) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 x 1000", 0, false},
 	}
 	for _, tt := range tests {

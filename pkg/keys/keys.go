@@ -13,6 +13,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -251,6 +252,11 @@ func parsePrivate(pemBytes []byte, pass PassFunc) (crypto.PrivateKey, error) {
 			return nil, ErrPasswordRequired
 		}
 		pf = cryptoutils.StaticPasswordFunc(pw)
+		if block, _ := pem.Decode(pemBytes); block != nil {
+			if err := checkPKCS8(block); err != nil {
+				return nil, err
+			}
+		}
 	}
 	priv, err := cryptoutils.UnmarshalPEMToPrivateKey(pemBytes, pf)
 	if err != nil {
