@@ -725,15 +725,20 @@ func (r *l7relay) expire(pe *l7pending) {
 // stop ends parsing for the connection, once: both directions forward
 // what they hold and relay plain bytes from then on. Why is recorded in
 // conn.close (l7_stopped) and, unless the session just became encrypted,
-// in an l7.request entry. A strict connection (L7Rules.strict) is reset
-// instead, unless it became encrypted: its guardrails fail closed.
+// in an l7.request entry. A strict connection (L7Rules.strict, or HTTP
+// decided by name) is reset instead, unless it became encrypted: its
+// guardrails fail closed.
 func (r *l7relay) stop(d l7.Dir, err error) {
 	if !r.stopped.CompareAndSwap(false, true) {
 		return
 	}
 	// closed is set before plain: no direction may read plain as leave
 	// to forward bytes on a connection about to be reset.
-	closing := r.rules.strict() && !errors.Is(err, errEncrypted)
+	// An HTTP connection decided by its name is strict too: every
+	// request's Host is decided again (redecide), which plain bytes
+	// would escape.
+	strict := r.rules.strict() || r.lc.conn != nil && r.lc.stats.proto == "http"
+	closing := strict && !errors.Is(err, errEncrypted)
 	if closing {
 		r.closed.Store(true)
 	}

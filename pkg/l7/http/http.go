@@ -8,6 +8,8 @@ package http
 import (
 	"bytes"
 	"fmt"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +34,11 @@ type Parser struct {
 	reqBody    body
 	reqScan    int         // bytes of an unfinished head already searched for its end
 	clientDone atomic.Bool // the rest of the client's bytes belong to a tunnel
+	// upgradeWait: an Upgrade or CONNECT waits for the server's answer.
+	// Until it comes the client's next bytes could be the tunnel's or a
+	// request: they are refused, never passed unchecked (a server that
+	// ignores the Upgrade goes on with HTTP, and so must the parser).
+	upgradeWait atomic.Bool
 
 	// Server direction only.
 	respBody   body
@@ -102,6 +109,9 @@ func (p *Parser) parseClient(b []byte) ([]l7.Message, error) {
 			n += k
 			continue
 		}
+		if p.upgradeWait.Load() {
+			return nil, fmt.Errorf("http: the client sent more before the server answered its Upgrade or CONNECT: %w", l7.ErrProtocol)
+		}
 		end, err := headEnd(b[n:], &p.reqScan, true)
 		if err != nil {
 			return nil, err
@@ -126,10 +136,11 @@ func (p *Parser) parseClient(b []byte) ([]l7.Message, error) {
 		p.last = w.req
 		p.mu.Unlock()
 		if w.connect || w.upgrade {
-			// What follows is the tunnel's, once the server agrees; a
-			// client waits for that before it sends more.
+			// What follows is the tunnel's if the server agrees, and
+			// HTTP again if it does not; a client waits for the answer
+			// before it sends more.
 			w.tunneled = true
-			p.clientDone.Store(true)
+			p.upgradeWait.Store(true)
 		}
 	}
 	return msgs, nil
@@ -327,6 +338,23 @@ func (p *Parser) request(head []byte) (*waiting, error) {
 		if path[0] == '?' {
 			path = "/" + path
 		}
+		// Servers differ on which of the two names they serve (RFC 9112
+		// says the authority, many route by Host): the policy must see
+		// the one the server uses, so the two must agree. Userinfo
+		// ("a@b") is not allowed in a request target and is read
+		// differently by different parsers.
+		switch {
+		case host == "" || strings.ContainsAny(host, "@\\"):
+			return nil, fmt.Errorf("http: request target %q has no usable authority: %w", clip(target, 64), l7.ErrProtocol)
+		case h.host != "" && authorityName(host) != authorityName(h.host):
+			return nil, fmt.Errorf("http: request target names %q but Host names %q: %w", clip(host, 64), clip(h.host, 64), l7.ErrProtocol)
+		}
+	}
+	if host != "" && !validHost(host) {
+		// Parsers disagree on odd names ("a:80@b" is a to some, b to
+		// others): the policy must never decide on another name than the
+		// server uses.
+		return nil, fmt.Errorf("http: host %q is not a host name or address with an optional port: %w", clip(host, 64), l7.ErrProtocol)
 	}
 	if !w.connect {
 		path = p.redactTarget(path)
@@ -460,6 +488,16 @@ func (p *Parser) response(head []byte) (*l7.Response, error) {
 	if code >= 100 && code < 200 && code != 101 {
 		return nil, nil // interim: 100 Continue, 103 Early Hints
 	}
+	if w != nil && w.tunneled {
+		// The final answer to an Upgrade or CONNECT: a tunnel from now
+		// on if the server agreed, HTTP as before if not. The client
+		// sends more only once it has this answer, which the relay
+		// forwards after this returns.
+		if code == 101 && w.upgrade || w.connect && code >= 200 && code < 300 {
+			p.clientDone.Store(true)
+		}
+		p.upgradeWait.Store(false)
+	}
 	p.respFrom, p.respStatus, p.respReason = w, code, reason
 	p.respBody = body{}
 	var reqHead, connect, upgrade bool
@@ -542,7 +580,7 @@ func (p *Parser) deny(req *l7.Request, reason string, last bool) []byte {
 		if w.tunneled {
 			// The server never sees the Upgrade or CONNECT, so the client
 			// direction goes on as HTTP.
-			p.clientDone.Store(false)
+			p.upgradeWait.Store(false)
 		}
 		p.pending = append(p.pending[:i], p.pending[i+1:]...)
 		break
@@ -592,3 +630,64 @@ var (
 	_ l7.Parser     = (*Parser)(nil)
 	_ l7.LastDenier = (*Parser)(nil)
 )
+
+// authorityName is the host of an authority or Host value, as policy
+// compares names: lower case, no port, no final dot.
+func authorityName(a string) string {
+	if host, _, err := net.SplitHostPort(a); err == nil {
+		a = host
+	}
+	return strings.TrimSuffix(strings.ToLower(strings.Trim(a, "[]")), ".")
+}
+
+// validHost reports whether h is a host name, an IPv4 address or a
+// bracketed IPv6 address, with an optional numeric port.
+func validHost(h string) bool {
+	host, port, hasPort := h, "", false
+	if strings.HasPrefix(h, "[") {
+		end := strings.IndexByte(h, ']')
+		if end < 0 {
+			return false
+		}
+		if _, err := netip.ParseAddr(h[1:end]); err != nil {
+			return false
+		}
+		rest := h[end+1:]
+		if rest != "" {
+			if rest[0] != ':' {
+				return false
+			}
+			port, hasPort = rest[1:], true
+		}
+	} else {
+		if i := strings.LastIndexByte(h, ':'); i >= 0 {
+			host, port, hasPort = h[:i], h[i+1:], true
+		}
+		if host == "" {
+			return false
+		}
+		for _, c := range []byte(host) {
+			if !isHostByte(c) {
+				return false
+			}
+		}
+	}
+	if !hasPort {
+		return true
+	}
+	if port == "" || len(port) > 5 {
+		return false
+	}
+	for _, c := range []byte(port) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	n, _ := strconv.Atoi(port)
+	return n <= 65535
+}
+
+// isHostByte: letters, digits, '-', '.', '_' (seen in real host names).
+func isHostByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_'
+}

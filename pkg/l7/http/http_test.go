@@ -139,6 +139,47 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
+			name: "upgrade the server ignores: HTTP goes on, parsed",
+			steps: []l7test.Step{
+				c("GET /0 HTTP/1.1\r\nHost: a.example\r\nConnection: upgrade\r\nUpgrade: nothing\r\n\r\n"),
+				s(ok("plain")),
+				c("DELETE /1 HTTP/1.1\r\nHost: b.example\r\n\r\n"),
+				s(ok("")),
+			},
+			want: []string{
+				`> http GET "GET /0" target="a.example" path="/0" upgrade="nothing" version="HTTP/1.1"`,
+				`< 200 bytes=5`,
+				`> http DELETE "DELETE /1" target="b.example" path="/1" version="HTTP/1.1"`,
+				`< 200 bytes=0`,
+			},
+		},
+		{
+			name: "connect the server refuses: HTTP goes on, parsed",
+			steps: []l7test.Step{
+				c("CONNECT db.example.test:443 HTTP/1.1\r\nHost: db.example.test:443\r\n\r\n"),
+				s("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"),
+				c(get("/after")),
+				s(ok("")),
+			},
+			want: []string{
+				`> http CONNECT "CONNECT db.example.test:443" target="db.example.test:443" version="HTTP/1.1"`,
+				`< 403 bytes=0 error="Forbidden"`,
+				`> http GET "GET /after" target="example.test" path="/after" version="HTTP/1.1"`,
+				`< 200 bytes=0`,
+			},
+		},
+		{
+			name: "absolute form and Host naming the same host",
+			steps: []l7test.Step{
+				c("GET http://Proxy.Test:80/x HTTP/1.1\r\nHost: proxy.test.\r\n\r\n"),
+				s(ok("")),
+			},
+			want: []string{
+				`> http GET "GET /x" target="Proxy.Test:80" path="/x" version="HTTP/1.1"`,
+				`< 200 bytes=0`,
+			},
+		},
+		{
 			name: "response with a transfer coding other than chunked",
 			steps: []l7test.Step{
 				c(get("/gz")),
@@ -201,6 +242,20 @@ func TestParseErrors(t *testing.T) {
 		{"bad status", []l7test.Step{c(get("/")), s("HTTP/1.1 2x0 OK\r\n\r\n")}, l7.ErrProtocol},
 		{"unrequested 101", []l7test.Step{c(get("/")), s("HTTP/1.1 101 Switching\r\n\r\n")}, l7.ErrProtocol},
 		{"huge head", []l7test.Step{c("GET / HTTP/1.1\r\nX: " + strings.Repeat("a", l7.MaxBuffer))}, l7.ErrTooLarge},
+		// Bytes after an Upgrade or CONNECT, before the server's answer,
+		// could be the tunnel's or a request: refused, not passed.
+		{"bytes before the upgrade's answer", []l7test.Step{
+			c("GET / HTTP/1.1\r\nHost: a.example\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nGET /1 HTTP/1.1\r\nHost: b.example\r\n\r\n"),
+		}, l7.ErrProtocol},
+		{"bytes before the connect's answer", []l7test.Step{
+			c("CONNECT db.example:443 HTTP/1.1\r\nHost: db.example:443\r\n\r\n\x16\x03\x01"),
+		}, l7.ErrProtocol},
+		// The policy must see the name the server serves.
+		{"absolute form against another Host", []l7test.Step{c("GET http://allowed.example/1 HTTP/1.1\r\nHost: denied.example\r\n\r\n")}, l7.ErrProtocol},
+		{"absolute form without authority", []l7test.Step{c("GET http:///x HTTP/1.1\r\nHost: denied.example\r\n\r\n")}, l7.ErrProtocol},
+		{"absolute form with userinfo", []l7test.Step{c("GET http://allowed.example@denied.example/ HTTP/1.1\r\n\r\n")}, l7.ErrProtocol},
+		{"host with userinfo", []l7test.Step{c("GET / HTTP/1.1\r\nHost: allowed.example:80@denied.example\r\n\r\n")}, l7.ErrProtocol},
+		{"host with a port that is not a number", []l7test.Step{c("GET / HTTP/1.1\r\nHost: allowed.example:http\r\n\r\n")}, l7.ErrProtocol},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -289,5 +344,42 @@ func TestPendingBounded(t *testing.T) {
 	_, err := p.Parse(l7.FromClient, []byte(strings.Repeat("HEAD / HTTP/1.1\r\n\r\n", maxPending+1)))
 	if !errors.Is(err, l7.ErrTooLarge) {
 		t.Fatalf("Parse() error = %v; want ErrTooLarge", err)
+	}
+}
+
+func TestValidHost(t *testing.T) {
+	tests := []struct {
+		host string
+		want bool
+	}{
+		{"example.test", true},
+		{"Example.Test.", true},
+		{"example.test:8080", true},
+		{"under_score.test", true},
+		{"192.0.2.1", true},
+		{"192.0.2.1:80", true},
+		{"[2001:db8::1]", true},
+		{"[2001:db8::1]:443", true},
+		{"", false},
+		{":80", false},
+		{"example.test:", false},
+		{"example.test:http", false},
+		{"example.test:65536", false},
+		{"example.test:+80", false},
+		{"example.test:123456", false},
+		{"a:80@b.example", false},
+		{"a@b", false},
+		{"a b", false},
+		{"a/b", false},
+		{"2001:db8::1", false},
+		{"[2001:db8::1", false},
+		{"[not-an-address]", false},
+		{"[2001:db8::1]x", false},
+		{"[2001:db8::1]:", false},
+	}
+	for _, tt := range tests {
+		if got := validHost(tt.host); got != tt.want {
+			t.Errorf("validHost(%q) = %v; want %v", tt.host, got, tt.want)
+		}
 	}
 }
