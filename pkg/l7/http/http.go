@@ -131,17 +131,18 @@ func (p *Parser) parseClient(b []byte) ([]l7.Message, error) {
 		}
 		msgs = append(msgs, l7.Message{Len: end, Request: w.req})
 		n += end
+		if w.connect || w.upgrade {
+			// What follows is the tunnel's if the server agrees, and
+			// HTTP again if it does not; a client waits for the answer
+			// before it sends more. Set before the request is pending,
+			// where the server direction can see it.
+			w.tunneled = true
+			p.upgradeWait.Store(true)
+		}
 		p.mu.Lock()
 		p.pending = append(p.pending, w)
 		p.last = w.req
 		p.mu.Unlock()
-		if w.connect || w.upgrade {
-			// What follows is the tunnel's if the server agrees, and
-			// HTTP again if it does not; a client waits for the answer
-			// before it sends more.
-			w.tunneled = true
-			p.upgradeWait.Store(true)
-		}
 	}
 	return msgs, nil
 }
@@ -350,11 +351,14 @@ func (p *Parser) request(head []byte) (*waiting, error) {
 			return nil, fmt.Errorf("http: request target names %q but Host names %q: %w", clip(host, 64), clip(h.host, 64), l7.ErrProtocol)
 		}
 	}
-	if host != "" && !validHost(host) {
-		// Parsers disagree on odd names ("a:80@b" is a to some, b to
-		// others): the policy must never decide on another name than the
-		// server uses.
-		return nil, fmt.Errorf("http: host %q is not a host name or address with an optional port: %w", clip(host, 64), l7.ErrProtocol)
+	// Parsers disagree on odd names ("a:80@b" is a to some, b to others):
+	// the policy must never decide on another name than the server uses.
+	// So the name decided on, and the Host header beside it in every
+	// form, must be plain names.
+	for _, name := range []string{host, h.host} {
+		if name != "" && !validHost(name) {
+			return nil, fmt.Errorf("http: host %q is not a host name or address with an optional port: %w", clip(name, 64), l7.ErrProtocol)
+		}
 	}
 	if !w.connect {
 		path = p.redactTarget(path)
@@ -640,9 +644,17 @@ func authorityName(a string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.Trim(a, "[]")), ".")
 }
 
+// maxHostName bounds a host name (RFC 1035: 253 bytes, one more for a
+// final dot). A longer one is refused, never clipped: the policy would
+// decide on a name the server does not use.
+const maxHostName = 254
+
 // validHost reports whether h is a host name, an IPv4 address or a
 // bracketed IPv6 address, with an optional numeric port.
 func validHost(h string) bool {
+	if len(h) > maxHostName+len(":65535") {
+		return false
+	}
 	host, port, hasPort := h, "", false
 	if strings.HasPrefix(h, "[") {
 		end := strings.IndexByte(h, ']')
@@ -663,7 +675,7 @@ func validHost(h string) bool {
 		if i := strings.LastIndexByte(h, ':'); i >= 0 {
 			host, port, hasPort = h[:i], h[i+1:], true
 		}
-		if host == "" {
+		if host == "" || len(host) > maxHostName {
 			return false
 		}
 		for _, c := range []byte(host) {

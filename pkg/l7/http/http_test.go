@@ -256,6 +256,11 @@ func TestParseErrors(t *testing.T) {
 		{"absolute form with userinfo", []l7test.Step{c("GET http://allowed.example@denied.example/ HTTP/1.1\r\n\r\n")}, l7.ErrProtocol},
 		{"host with userinfo", []l7test.Step{c("GET / HTTP/1.1\r\nHost: allowed.example:80@denied.example\r\n\r\n")}, l7.ErrProtocol},
 		{"host with a port that is not a number", []l7test.Step{c("GET / HTTP/1.1\r\nHost: allowed.example:http\r\n\r\n")}, l7.ErrProtocol},
+		// A name too long to be one would be clipped where it is recorded.
+		{"host longer than a name", []l7test.Step{c("GET / HTTP/1.1\r\nHost: " + strings.Repeat("a", 4080) + ".allowed.example.denied.example\r\n\r\n")}, l7.ErrProtocol},
+		// The Host beside an absolute-form target or a CONNECT is checked too.
+		{"absolute form with an odd Host", []l7test.Step{c("GET http://allowed.example/ HTTP/1.1\r\nHost: allowed.example:80@denied.example\r\n\r\n")}, l7.ErrProtocol},
+		{"connect with an odd Host", []l7test.Step{c("CONNECT allowed.example:443 HTTP/1.1\r\nHost: allowed.example:443 denied\r\n\r\n")}, l7.ErrProtocol},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -376,6 +381,9 @@ func TestValidHost(t *testing.T) {
 		{"[not-an-address]", false},
 		{"[2001:db8::1]x", false},
 		{"[2001:db8::1]:", false},
+		{strings.Repeat("a", 254), true},
+		{strings.Repeat("a", 254) + ":443", true},
+		{strings.Repeat("a", 255), false},
 	}
 	for _, tt := range tests {
 		if got := validHost(tt.host); got != tt.want {
