@@ -39,8 +39,9 @@ const (
 const TypeL7Response auditlog.Type = "l7.response"
 
 // maxPending bounds the requests of one connection waiting for their
-// responses; a client that pipelines more has its connection relayed
-// without parsing from then on.
+// responses, denied ones waiting for their turn included; a client that
+// pipelines more has its connection relayed without parsing from then on
+// (reset, where its rules deny).
 const maxPending = 4096
 
 // l7readStart is the first size of a direction's buffer; it doubles up to
