@@ -39,8 +39,9 @@ const (
 const TypeL7Response auditlog.Type = "l7.response"
 
 // maxPending bounds the requests of one connection waiting for their
-// responses; a client that pipelines more has its connection relayed
-// without parsing from then on.
+// responses, denied ones waiting for their turn included; a client that
+// pipelines more has its connection relayed without parsing from then on
+// (reset, where its rules deny).
 const maxPending = 4096
 
 // l7readStart is the first size of a direction's buffer; it doubles up to
@@ -349,7 +350,12 @@ func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (res
 				}
 			}
 		case d == l7.FromServer && m.Response != nil:
-			if !r.complete(dst, buf[from:off+m.Len], m.Response, n) {
+			// Pushes before the reply go as they are: a replaced reply
+			// must not take them with it.
+			if !r.write(d, dst, buf[from:off], n) {
+				return nil, false
+			}
+			if !r.complete(dst, buf[off:off+m.Len], m.Response, n) {
 				return nil, false
 			}
 			from = off + m.Len
@@ -500,12 +506,21 @@ func (r *l7relay) refuse(req *l7.Request, v verdict) bool {
 			}
 		}
 	}
-	if queued {
-		// The queue may hold one entry past maxPending here: the client
-		// direction stops adding after a denial that closes.
+	full := queued && len(r.pending) >= maxPending
+	if queued && !full {
+		// Denials count against maxPending like forwarded requests: a
+		// client that pipelines behind a request never answered (BLPOP k
+		// 0) must not grow the queue without end.
 		r.pending = append(r.pending, &l7pending{denied: true, deny: answer, recorded: true, last: v.last})
 	}
 	r.mu.Unlock()
+	if full {
+		// The error cannot wait its turn: parsing stops, and a connection
+		// with denials is strict, so it is reset.
+		r.stop(l7.FromClient, errTooManyPending)
+		r.s.stop(reasonL7Unparsed, true)
+		return false
+	}
 	if queued {
 		// After a last answer nothing more of the client's is read: the
 		// answer goes in its turn, then the connection closes.

@@ -27,12 +27,10 @@ type Parser struct {
 	now  func() time.Time
 
 	// Client side, touched only by the client direction.
-	cmd      command // scratch for the command being read; its args point into Parse's input
-	tail     walker  // the rest of a command streamed after its request
-	inTail   bool
-	multi    bool // between MULTI and EXEC/DISCARD
-	replyOff bool // CLIENT REPLY OFF: the server answers nothing
-	skipNext bool // CLIENT REPLY SKIP: the server does not answer the next command
+	cmd    command // scratch for the command being read; its args point into Parse's input
+	tail   walker  // the rest of a command streamed after its request
+	inTail bool
+	multi  bool // between a MULTI the server accepts and EXEC/DISCARD
 
 	// The transaction as the proxy forwards commands: Deny and Replace
 	// are called in the order of the client's commands, after Parse has
@@ -40,6 +38,10 @@ type Parser struct {
 	// a denied command was queued in a transaction.
 	txOpen    bool   // a MULTI was forwarded and no EXEC, DISCARD or RESET since
 	txAborted string // the kind of the first command denied while txOpen
+	// rejected holds the MULTIs parsed that the server refuses (with
+	// arguments, or in RESP2 subscribed mode) until Replace or Deny sees
+	// them: they open no transaction.
+	rejected map[*l7.Request]struct{}
 
 	// Server side, touched only by the server direction.
 	reply   walker
@@ -122,6 +124,10 @@ func (p *Parser) parseClient(b []byte) ([]l7.Message, error) {
 			msgs = appendBody(msgs, k) // an empty command, which Redis ignores
 			continue
 		}
+		if mode := replyMode(cmd); mode != "" {
+			clear(p.cmd.args[:cap(p.cmd.args)])
+			return nil, fmt.Errorf("redis: CLIENT REPLY %s: the server's replies can no longer be paired with commands", mode)
+		}
 		msgs = append(msgs, l7.Message{Len: k, Request: p.sent(cmd)})
 	}
 	clear(p.cmd.args[:cap(p.cmd.args)]) // keep no reference to the proxy's buffer
@@ -129,6 +135,23 @@ func (p *Parser) parseClient(b []byte) ([]l7.Message, error) {
 		return nil, fmt.Errorf("redis: no command in %d bytes: %w", len(b), l7.ErrTooLarge)
 	}
 	return msgs, nil
+}
+
+// replyMode returns OFF or SKIP for a CLIENT REPLY command that silences
+// the server, and "" otherwise. Parsing stops there: which later commands
+// are answered then depends on state only the server knows for sure (a
+// RESET switches replies back on, a SKIP inside MULTI applies at EXEC, a
+// SKIP before a denied command would fall on the next one), and a reply
+// taken for the wrong command would pair every later one wrongly.
+func replyMode(cmd *command) string {
+	if len(cmd.args) < 3 || upperWord(cmd.args[0]) != "CLIENT" || upperWord(cmd.args[1]) != "REPLY" {
+		return ""
+	}
+	switch mode := upperWord(cmd.args[2]); mode {
+	case "OFF", "SKIP":
+		return mode
+	}
+	return ""
 }
 
 // appendBody adds k bytes that carry no request or response, merged with
@@ -148,28 +171,19 @@ func (p *Parser) sent(cmd *command) *l7.Request {
 		delete(req.Attrs, "multi") // a no-op on a nil map
 	}
 	w := waiting{req: req, name: req.Kind}
-	// CLIENT REPLY OFF silences the server until CLIENT REPLY ON; SKIP
-	// silences it for itself and the next command. A command answered by
-	// silence must not wait for a reply, or it would take the next one's.
-	silent := p.replyOff || p.skipNext
-	p.skipNext = false
-	if req.Kind == "CLIENT" && len(cmd.args) > 2 && req.Attrs["subcommand"] == "REPLY" {
-		switch strings.ToUpper(string(clipBytes(cmd.args[2]))) {
-		case "ON":
-			p.replyOff, silent = false, false
-		case "OFF":
-			p.replyOff, silent = true, true
-		case "SKIP":
-			p.skipNext, silent = !p.replyOff, true
-		}
-	}
-	if silent {
-		setAttr(req, "reply", "off")
-		req.NoReply = true
-		return req
-	}
 	switch req.Kind {
 	case "MULTI":
+		p.mu.Lock()
+		subscribed := p.subscribed && !p.resp3
+		p.mu.Unlock()
+		if cmd.argc != 1 || subscribed {
+			// Refused with an error; nor does it abort a transaction open.
+			if p.rejected == nil {
+				p.rejected = make(map[*l7.Request]struct{})
+			}
+			p.rejected[req] = struct{}{}
+			break
+		}
 		p.multi = true
 	case "EXEC", "DISCARD", "RESET":
 		p.multi = false
@@ -591,6 +605,7 @@ func (p *Parser) complete() *l7.Response {
 // a reply. Denied inside a transaction, it aborts the transaction (see
 // Replace).
 func (p *Parser) Deny(req *l7.Request, reason string) []byte {
+	delete(p.rejected, req)
 	if p.txOpen && p.txAborted == "" {
 		p.txAborted = req.Kind
 	}
@@ -638,6 +653,10 @@ var (
 // in place of DISCARD's +OK. A nested MULTI is left to the server, which
 // refuses it without aborting the transaction.
 func (p *Parser) Replace(req *l7.Request) *l7.Replacement {
+	if _, ok := p.rejected[req]; ok {
+		delete(p.rejected, req)
+		return nil
+	}
 	switch req.Kind {
 	case "MULTI":
 		if !p.txOpen {
@@ -651,15 +670,11 @@ func (p *Parser) Replace(req *l7.Request) *l7.Replacement {
 		if aborted == "" {
 			return nil
 		}
-		r := &l7.Replacement{
+		return &l7.Replacement{
 			Send:   discardCommand,
 			Answer: execAbortReply,
 			Reason: "transaction discarded: " + aborted + " was denied while the transaction was queued",
 		}
-		if req.NoReply {
-			r.Answer = nil // the server answers neither EXEC nor DISCARD
-		}
-		return r
 	}
 	return nil
 }

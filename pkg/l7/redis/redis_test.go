@@ -182,23 +182,6 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
-			name: "client reply off and skip",
-			steps: []l7test.Step{
-				c(cmd("CLIENT", "REPLY", "SKIP") + cmd("SET", "a", "1") + cmd("GET", "a")), s("$1\r\n1\r\n"),
-				c(cmd("CLIENT", "REPLY", "OFF") + cmd("INCR", "n") + cmd("CLIENT", "REPLY", "ON")), s("+OK\r\n"),
-				c(cmd("PING")), s("+PONG\r\n"),
-			},
-			want: []string{
-				`> redis CLIENT "CLIENT REPLY ?" target="" reply="off" subcommand="REPLY"`,
-				`> redis SET "SET a ?" target="a" reply="off"`,
-				`> redis GET "GET a" target="a"`, `< ok bytes=7`,
-				`> redis CLIENT "CLIENT REPLY ?" target="" reply="off" subcommand="REPLY"`,
-				`> redis INCR "INCR n" target="n" reply="off"`,
-				`> redis CLIENT "CLIENT REPLY ?" target="" subcommand="REPLY"`, `< ok bytes=5`,
-				`> redis PING "PING" target=""`, `< ok bytes=7`,
-			},
-		},
-		{
 			name:  "big value streams",
 			steps: []l7test.Step{c(cmd("SET", "k", big, "EX", "10")), s("+OK\r\n"), c(cmd("GET", "k")), s(bulk(big))},
 			want: []string{
@@ -343,5 +326,28 @@ func TestPendingBounded(t *testing.T) {
 	}
 	if completed != maxPending || len(p.pending) != 0 || p.untracked != 0 {
 		t.Errorf("completed %d, pending %d, untracked %d; want %d, 0, 0", completed, len(p.pending), p.untracked, maxPending)
+	}
+}
+
+// TestClientReplyStops: CLIENT REPLY OFF or SKIP ends parsing with an
+// error (the relay then stops following the connection); ON, which
+// silences nothing, is an ordinary command.
+func TestClientReplyStops(t *testing.T) {
+	for _, tt := range []struct {
+		in      string
+		wantErr bool
+	}{
+		{"CLIENT REPLY OFF\r\n", true},
+		{"client reply skip\r\n", true},
+		{"PING\r\n*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$4\r\nSkIp\r\n", true},
+		{"CLIENT REPLY ON\r\n", false},
+		{"CLIENT REPLY\r\n", false},
+		{"CLIENT LIST\r\n", false},
+	} {
+		p := New(l7.DefaultOptions())
+		_, err := p.Parse(l7.FromClient, []byte(tt.in))
+		if (err != nil) != tt.wantErr || err != nil && !strings.Contains(err.Error(), "CLIENT REPLY") {
+			t.Errorf("Parse(%q) error = %v; want error %v", tt.in, err, tt.wantErr)
+		}
 	}
 }
