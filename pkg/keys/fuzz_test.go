@@ -71,6 +71,7 @@ func FuzzParsePrivate(f *testing.F) {
 	f.Add([]byte(strings.Replace(string(plain), "PRIVATE KEY", "ENCRYPTED SIGSTORE PRIVATE KEY", 2)))
 	f.Add(pkcs8PEM(f, oidPBKDF2, pbkdf2Params{Salt: []byte("salt"), Iterations: 2048}))
 	f.Add(pkcs8PEM(f, oidScrypt, scryptParams{Salt: []byte("salt"), N: 16384, BlockSize: 8, Parallel: 1}))
+	f.Add([]byte(gcmKeyPEM))
 	for _, name := range []string{"testdata/pkcs8-pbkdf2.pem", "testdata/pkcs8-scrypt.pem"} {
 		b, err := os.ReadFile(name)
 		if err != nil {
@@ -145,6 +146,10 @@ func TestCheckPKCS8(t *testing.T) {
 		{"no ciphertext", pkcs8PEMWith(t, oidPBKDF2, pbkdf2Params{Salt: []byte("s"), Iterations: 2048}, make([]byte, 16), nil), "0 encrypted bytes"},
 		{"pbkdf2 in bounds, wrong data", pkcs8PEM(t, oidPBKDF2, pbkdf2Params{Salt: []byte("s"), Iterations: 2048}), "cannot decrypt"},
 		{"legacy PEM encryption around PKCS#8", legacyWrapped(t), "DEK-Info"},
+		// The decoder takes the AES-GCM identifiers and decrypts them as
+		// CBC, panicking on a GCM-sized IV: refused before it runs.
+		{"aes-256-gcm", []byte(gcmKeyPEM), "not AES-CBC"},
+		{"not DER", []byte("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"), "not valid DER"},
 		{"openssl pbkdf2", mustRead(t, "testdata/pkcs8-pbkdf2.pem"), ""},
 		{"openssl scrypt", mustRead(t, "testdata/pkcs8-scrypt.pem"), ""},
 	}
@@ -182,3 +187,11 @@ func legacyWrapped(t *testing.T) []byte {
 	b.Headers = map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-128-CBC,00000000000000000000000000000000"}
 	return pem.EncodeToMemory(b)
 }
+
+// gcmKeyPEM names AES-256-GCM with a 12-byte IV: it crashed the decoder.
+const gcmKeyPEM = `-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIGBMD0GCSqGSIb3DQEFDTAwMBMGCSqGSIb3DQEFDDAGBAFzAgEBMBkGCWCGSAFl
+AwQBLgQMAAAAAAAAAAAAAAAABEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+-----END ENCRYPTED PRIVATE KEY-----
+`

@@ -258,7 +258,7 @@ func parsePrivate(pemBytes []byte, pass PassFunc) (crypto.PrivateKey, error) {
 			}
 		}
 	}
-	priv, err := cryptoutils.UnmarshalPEMToPrivateKey(pemBytes, pf)
+	priv, err := unmarshalPrivate(pemBytes, pf)
 	if err != nil {
 		if encrypted {
 			return nil, fmt.Errorf("cannot decrypt the signing key (wrong password?): %w", err)
@@ -269,6 +269,19 @@ func parsePrivate(pemBytes []byte, pass PassFunc) (crypto.PrivateKey, error) {
 		return nil, fmt.Errorf("unsupported private key type %T", priv)
 	}
 	return priv, nil
+}
+
+// unmarshalPrivate calls the PEM key decoder, turning a panic (a damaged
+// file it does not check for) into an error: a key file must never crash
+// the agent. checkPKCS8 refuses the cases known to panic; this is the
+// backstop.
+func unmarshalPrivate(pemBytes []byte, pf cryptoutils.PassFunc) (priv crypto.PrivateKey, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			priv, err = nil, fmt.Errorf("the key file is damaged (the decoder failed: %v): restore it from a backup or write a new key with vigil keys generate", r)
+		}
+	}()
+	return cryptoutils.UnmarshalPEMToPrivateKey(pemBytes, pf)
 }
 
 // LoadVerifier reads a PEM public key file and returns a verifier for it and

@@ -56,52 +56,58 @@ type scryptParams struct {
 }
 
 // checkPKCS8 rejects a PKCS#8 "ENCRYPTED PRIVATE KEY" block that the
-// decoder would trust to its harm, before any of it runs: a key derivation
-// costing more than the limits above, and a CBC IV or ciphertext whose
-// length is not what the cipher needs (the decoder panics on those).
-// Other blocks, and structures it cannot read, are left to the decoder,
-// which reports them.
+// decoder would trust to its harm, before any of it runs. It accepts only
+// what it can check whole: PBES2 with PBKDF2 or scrypt within the limits
+// above, and a CBC cipher it knows with an IV and ciphertext of the
+// lengths that cipher needs (the decoder panics on others, and decrypts
+// the GCM identifiers it also accepts as if they were CBC). Other blocks
+// are left to their own decoders.
 func checkPKCS8(block *pem.Block) error {
 	if block.Type != "ENCRYPTED PRIVATE KEY" {
 		return nil
 	}
+	const fix = "re-encrypt it, e.g. openssl pkcs8 -topk8 -v2 aes-256-cbc, or write a new key with vigil keys generate"
 	if _, ok := block.Headers["DEK-Info"]; ok {
 		// The legacy PEM decryption would hand the decoder parameters
 		// this check never saw.
 		return errors.New("PKCS#8 encrypted key is encrypted again with legacy PEM encryption (DEK-Info header): re-encrypt it as plain PKCS#8, e.g. openssl pkcs8 -topk8 -v2 aes-256-cbc")
 	}
 	var info encryptedPKCS8
-	if _, err := asn1.Unmarshal(block.Bytes, &info); err != nil || !info.Algorithm.Algorithm.Equal(oidPBES2) {
-		return nil
+	if _, err := asn1.Unmarshal(block.Bytes, &info); err != nil {
+		return fmt.Errorf("PKCS#8 encrypted key is not valid DER (%v): the file is damaged; restore it from a backup or write a new key with vigil keys generate", err)
+	}
+	if !info.Algorithm.Algorithm.Equal(oidPBES2) {
+		return fmt.Errorf("PKCS#8 key is encrypted with %s, not PBES2: %s", info.Algorithm.Algorithm, fix)
 	}
 	var pbes2 pbes2Params
 	if _, err := asn1.Unmarshal(info.Algorithm.Parameters.FullBytes, &pbes2); err != nil {
-		return nil
+		return fmt.Errorf("PKCS#8 key has unreadable PBES2 parameters (%v): %s", err, fix)
 	}
-	if bs, ok := cbcBlockSize[pbes2.Cipher.Algorithm.String()]; ok {
-		var iv []byte
-		if _, err := asn1.Unmarshal(pbes2.Cipher.Parameters.FullBytes, &iv); err == nil && len(iv) != bs {
-			return fmt.Errorf("PKCS#8 key has a %d-byte IV where its cipher needs %d: the file is damaged; restore it from a backup or write a new key with vigil keys generate", len(iv), bs)
-		}
-		if len(info.Data) == 0 || len(info.Data)%bs != 0 {
-			return fmt.Errorf("PKCS#8 key holds %d encrypted bytes, not a whole number of %d-byte blocks: the file is damaged; restore it from a backup or write a new key with vigil keys generate", len(info.Data), bs)
-		}
+	bs, ok := cbcBlockSize[pbes2.Cipher.Algorithm.String()]
+	if !ok {
+		return fmt.Errorf("PKCS#8 key is encrypted with cipher %s, which is not AES-CBC or DES-EDE3-CBC: %s", pbes2.Cipher.Algorithm, fix)
+	}
+	var iv []byte
+	if _, err := asn1.Unmarshal(pbes2.Cipher.Parameters.FullBytes, &iv); err != nil || len(iv) != bs {
+		return fmt.Errorf("PKCS#8 key has a %d-byte IV where its cipher needs %d: the file is damaged; restore it from a backup or write a new key with vigil keys generate", len(iv), bs)
+	}
+	if len(info.Data) == 0 || len(info.Data)%bs != 0 {
+		return fmt.Errorf("PKCS#8 key holds %d encrypted bytes, not a whole number of %d-byte blocks: the file is damaged; restore it from a backup or write a new key with vigil keys generate", len(info.Data), bs)
 	}
 	kdf := pbes2.KDF
 	switch {
 	case kdf.Algorithm.Equal(oidPBKDF2):
 		var p pbkdf2Params
 		if _, err := asn1.Unmarshal(kdf.Parameters.FullBytes, &p); err != nil {
-			return nil
+			return fmt.Errorf("PKCS#8 key has unreadable PBKDF2 parameters (%v): %s", err, fix)
 		}
 		if p.Iterations < 1 || p.Iterations > maxPBKDF2Iterations {
-			return fmt.Errorf("PKCS#8 key asks for %d PBKDF2 iterations (want 1 to %d): re-encrypt it, e.g. openssl pkcs8 -topk8 -v2 aes-256-cbc, or write a new key with vigil keys generate",
-				p.Iterations, maxPBKDF2Iterations)
+			return fmt.Errorf("PKCS#8 key asks for %d PBKDF2 iterations (want 1 to %d): %s", p.Iterations, maxPBKDF2Iterations, fix)
 		}
 	case kdf.Algorithm.Equal(oidScrypt):
 		var p scryptParams
 		if _, err := asn1.Unmarshal(kdf.Parameters.FullBytes, &p); err != nil {
-			return nil
+			return fmt.Errorf("PKCS#8 key has unreadable scrypt parameters (%v): re-encrypt it, e.g. openssl pkcs8 -topk8 -scrypt, or write a new key with vigil keys generate", err)
 		}
 		// Division keeps the product from overflowing.
 		if p.N < 2 || p.BlockSize < 1 || p.Parallel < 1 || p.Parallel > maxScryptParallel ||
@@ -109,6 +115,8 @@ func checkPKCS8(block *pem.Block) error {
 			return fmt.Errorf("PKCS#8 key asks for scrypt N=%d r=%d p=%d (want 128*N*r at most %d bytes and p at most %d): re-encrypt it, e.g. openssl pkcs8 -topk8 -scrypt, or write a new key with vigil keys generate",
 				p.N, p.BlockSize, p.Parallel, maxScryptMemory, maxScryptParallel)
 		}
+	default:
+		return fmt.Errorf("PKCS#8 key uses key derivation %s, not PBKDF2 or scrypt: %s", kdf.Algorithm, fix)
 	}
 	return nil
 }
