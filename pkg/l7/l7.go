@@ -116,7 +116,9 @@ type Parser interface {
 	// prefix. Bytes after the last message are an unfinished message: the
 	// proxy passes them again, with more appended, on the next call. If
 	// len(p) reaches MaxBuffer and no message fits, Parse returns
-	// ErrTooLarge.
+	// ErrTooLarge. With an error, Parse may also return the complete
+	// messages before the point it cannot go past: the proxy handles
+	// those (checks, forwards, records them) and stops parsing there.
 	Parse(d Dir, p []byte) ([]Message, error)
 	// Deny returns the bytes to send the client in place of the server's
 	// answer to req, in the protocol's own error form (a Postgres

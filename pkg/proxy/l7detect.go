@@ -140,9 +140,6 @@ func safeParse(pr l7.Parser, d l7.Dir, b []byte) (msgs []l7.Message, err error) 
 		}
 	}()
 	msgs, err = pr.Parse(d, b)
-	if err != nil {
-		return nil, err
-	}
 	total := 0
 	for _, m := range msgs {
 		if m.Len < 0 || total+m.Len > len(b) {
@@ -150,7 +147,9 @@ func safeParse(pr l7.Parser, d l7.Dir, b []byte) (msgs []l7.Message, err error) 
 		}
 		total += m.Len
 	}
-	return msgs, nil
+	// With an error, the messages are those before the point parsing
+	// stopped (see l7.Parser).
+	return msgs, err
 }
 
 // safeDeny calls Deny, turning a panic into nil (close the connection).

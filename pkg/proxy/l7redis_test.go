@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -203,8 +204,8 @@ func errorKinds(b []byte) string {
 // TestL7RedisAsRedisAlone: what a client receives through the proxy is
 // what Redis alone sends it, a denied FLUSHALL reading as the error of an
 // unknown command. CLIENT REPLY OFF or SKIP stops parsing: a connection
-// under a guardrail is reset there (nothing of the write that holds it
-// goes), one that only audits is relayed as it is.
+// under a guardrail is reset there (the commands before it in the same
+// write go, checked), one that only audits is relayed as it is.
 func TestL7RedisAsRedisAlone(t *testing.T) {
 	addr := redisAddr(t)
 	for _, tt := range []struct {
@@ -254,8 +255,10 @@ func TestL7RedisAsRedisAlone(t *testing.T) {
 			got, err = redisExchange(t, e.dial(t, addr), tt.cmds)
 			switch {
 			case tt.reset:
-				if !errors.Is(err, syscall.ECONNRESET) || len(got) != 0 {
-					t.Errorf("guardrail: client got %q, %v; want a reset and nothing", got, err)
+				// The commands before CLIENT REPLY in the write were
+				// checked and may be answered before the reset.
+				if !errors.Is(err, syscall.ECONNRESET) {
+					t.Errorf("guardrail: client got %q, %v; want a reset", got, err)
 				}
 			case err != nil || errorKinds(got) != errorKinds(want):
 				t.Errorf("guardrail: client got %q, %v; Redis alone sends %q", got, err, want)
@@ -266,5 +269,63 @@ func TestL7RedisAsRedisAlone(t *testing.T) {
 				t.Errorf("guardrail: conn.close attrs = %v", cl.Attrs)
 			}
 		})
+	}
+}
+
+// TestL7RedisReplyOffKeepsEarlierCommands: CLIENT REPLY OFF at the end of
+// a write stops parsing there, but the commands before it in the same
+// write are still checked, forwarded and recorded: appending it cannot
+// keep them out of the log.
+func TestL7RedisReplyOffKeepsEarlierCommands(t *testing.T) {
+	addr := redisAddr(t)
+	e := redisEnv(t, &L7Rules{})
+	got, err := redisExchange(t, e.dial(t, addr), [][]string{{"ECHO", "a"}, {"DEL", "vigil-test-key"}, {"CLIENT", "REPLY", "OFF"}, {"ECHO", "b"}})
+	if err != nil || string(got) != "$1\r\na\r\n:0\r\n" {
+		t.Fatalf("client got %q, %v; want the replies to ECHO a and DEL only", got, err)
+	}
+	e.waitIdle(t)
+	var kinds []string
+	for _, en := range e.entries(t) {
+		if en.Type == auditlog.L7Request {
+			kinds = append(kinds, en.Attr("kind"))
+		}
+	}
+	for _, want := range []string{"ECHO", "DEL"} {
+		if !slices.Contains(kinds, want) {
+			t.Errorf("l7.request kinds %v; want %s recorded", kinds, want)
+		}
+	}
+}
+
+// TestL7RedisTransactionAfterReset: after SUBSCRIBE and RESET, one round
+// trip each, Redis accepts a MULTI; a denial inside it must abort the
+// transaction as Redis does, whatever the proxy thought of the
+// connection's mode.
+func TestL7RedisTransactionAfterReset(t *testing.T) {
+	addr := redisAddr(t)
+	for _, pre := range [][][]string{
+		{{"SUBSCRIBE", "vigil-test-ch"}, {"RESET"}},
+		{{"SUBSCRIBE", "vigil-test-ch"}, {"UNSUBSCRIBE"}},
+		{{"HELLO", "3"}, {"RESET"}},
+	} {
+		e := redisEnv(t, &L7Rules{Guard: verbGuard{"FLUSHALL": true}})
+		c := e.dial(t, addr)
+		r := bufio.NewReader(c)
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		var all []byte
+		for _, cm := range append(pre, []string{"MULTI"}, []string{"ECHO", "a"}, []string{"FLUSHALL"}, []string{"EXEC"}) {
+			if _, err := c.Write([]byte(redisCommand(cm...))); err != nil {
+				t.Fatal(err)
+			}
+			// One round trip each: wait for what the server says.
+			buf := make([]byte, 4096)
+			_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			k, _ := r.Read(buf)
+			all = append(all, buf[:k]...)
+		}
+		c.Close()
+		if !bytes.Contains(all, []byte("-EXECABORT")) {
+			t.Errorf("after %v: client got %q; want the transaction aborted (-EXECABORT)", pre, all)
+		}
 	}
 }

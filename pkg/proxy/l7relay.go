@@ -270,9 +270,9 @@ func (r *l7relay) writeLocked(dst *net.TCPConn, b []byte, n *int64) bool {
 // requests) and returns the unfinished rest, moved to the front of buf.
 // ok is false when the session ended.
 func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (rest []byte, ok bool) {
-	msgs, err := safeParse(r.parser, d, buf)
-	if err != nil {
-		r.stop(d, err)
+	msgs, perr := safeParse(r.parser, d, buf)
+	if perr != nil && len(msgs) == 0 {
+		r.stop(d, perr)
 		return buf, !r.closed.Load() // the loop forwards it as plain bytes
 	}
 	off, from := 0, 0 // bytes handled; start of the bytes not yet forwarded
@@ -367,6 +367,13 @@ func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (res
 	}
 	k := copy(buf, buf[off:])
 	buf = buf[:k]
+	if perr != nil {
+		// Parsing stops after the messages before the point the parser
+		// could not go past: the rest is reset with a strict connection,
+		// relayed as plain bytes otherwise.
+		r.stop(d, perr)
+		return buf, !r.closed.Load()
+	}
 	// Once encrypted, the parser only passes opaque bytes through; it still
 	// sees the server's first bytes after the switch when requests wait,
 	// so the reply to a TLS ClientHello (or to a Postgres SSLRequest, an

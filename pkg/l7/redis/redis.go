@@ -126,7 +126,9 @@ func (p *Parser) parseClient(b []byte) ([]l7.Message, error) {
 		}
 		if mode := replyMode(cmd); mode != "" {
 			clear(p.cmd.args[:cap(p.cmd.args)])
-			return nil, fmt.Errorf("redis: CLIENT REPLY %s: the server's replies can no longer be paired with commands", mode)
+			// The commands before it in this read are handled (checked,
+			// forwarded, recorded); parsing stops at it.
+			return msgs, fmt.Errorf("redis: CLIENT REPLY %s: the server's replies can no longer be paired with commands", mode)
 		}
 		msgs = append(msgs, l7.Message{Len: k, Request: p.sent(cmd)})
 	}
@@ -173,10 +175,13 @@ func (p *Parser) sent(cmd *command) *l7.Request {
 	w := waiting{req: req, name: req.Kind}
 	switch req.Kind {
 	case "MULTI":
-		p.mu.Lock()
-		subscribed := p.subscribed && !p.resp3
-		p.mu.Unlock()
-		if cmd.argc != 1 || subscribed {
+		// Only what the command itself says decides: whether the server
+		// is in RESP2 subscribed mode is known only once the replies to
+		// earlier commands (UNSUBSCRIBE, HELLO, RESET) are read, after
+		// this one may already be parsed. Taking a MULTI Redis refuses
+		// for an open transaction errs safe: a denial then aborts a
+		// transaction that was never open (-EXECABORT).
+		if cmd.argc != 1 {
 			// Refused with an error; nor does it abort a transaction open.
 			if p.rejected == nil {
 				p.rejected = make(map[*l7.Request]struct{})

@@ -30,7 +30,13 @@ func TestReplace(t *testing.T) {
 		{name: "denied MULTI opens nothing", cmds: "MULTI\nFLUSHALL\nEXEC\n", deny: "MULTI FLUSHALL"},
 		{name: "denied EXEC keeps it open", cmds: "MULTI\nSET k v\nEXEC\nEXEC\n", deny: "EXEC", want: "EXEC"},
 		{name: "MULTI with arguments opens nothing", cmds: "MULTI x\nFLUSHALL\nMULTI\nSET k v\nEXEC\n", deny: "FLUSHALL"},
-		{name: "MULTI refused while subscribed", cmds: "SUBSCRIBE ch\nMULTI\nFLUSHALL\nEXEC\n", deny: "FLUSHALL"},
+		// Whether the server is in subscribed mode is not known when MULTI
+		// is parsed (an UNSUBSCRIBE, HELLO or RESET before it may not be
+		// answered yet): the MULTI counts as opening a transaction, which
+		// errs safe.
+		{name: "MULTI while perhaps subscribed", cmds: "SUBSCRIBE ch\nMULTI\nFLUSHALL\nEXEC\n", deny: "FLUSHALL", want: "FLUSHALL"},
+		{name: "MULTI after SUBSCRIBE and RESET", cmds: "SUBSCRIBE ch\nRESET\nMULTI\nECHO a\nFLUSHALL\nEXEC\n", deny: "FLUSHALL", want: "FLUSHALL"},
+		{name: "MULTI after SUBSCRIBE and UNSUBSCRIBE", cmds: "SUBSCRIBE ch\nUNSUBSCRIBE\nMULTI\nECHO a\nFLUSHALL\nEXEC\n", deny: "FLUSHALL", want: "FLUSHALL"},
 		{name: "denied MULTI with arguments", cmds: "MULTI x\nFLUSHALL\nMULTI\nSET k v\nEXEC\n", deny: "MULTI FLUSHALL"},
 	}
 	for _, tt := range tests {
