@@ -271,7 +271,12 @@ func (r *l7relay) writeLocked(dst *net.TCPConn, b []byte, n *int64) bool {
 // ok is false when the session ended.
 func (r *l7relay) process(d l7.Dir, dst *net.TCPConn, buf []byte, n *int64) (rest []byte, ok bool) {
 	msgs, perr := safeParse(r.parser, d, buf)
-	if perr != nil && len(msgs) == 0 {
+	// A strict connection is reset before anything of a read the parser
+	// could not finish goes: the allowed requests before the point it
+	// stopped would run while their replies, and any denial queued among
+	// them, could no longer reach the client in their turn. One that only
+	// audits has those requests handled (recorded) before it goes plain.
+	if perr != nil && (len(msgs) == 0 || r.strict()) {
 		r.stop(d, perr)
 		return buf, !r.closed.Load() // the loop forwards it as plain bytes
 	}
@@ -744,6 +749,14 @@ func (r *l7relay) expire(pe *l7pending) {
 	r.p.appendLazy(r.ctx, e)
 }
 
+// strict reports whether parsing that stops resets the connection: its
+// rules need every request seen (L7Rules.strict), or it is HTTP decided
+// by its name, whose every request's Host is decided again (redecide),
+// which plain bytes would escape.
+func (r *l7relay) strict() bool {
+	return r.rules.strict() || r.lc.conn != nil && r.lc.stats.proto == "http"
+}
+
 // stop ends parsing for the connection, once: both directions forward
 // what they hold and relay plain bytes from then on. Why is recorded in
 // conn.close (l7_stopped) and, unless the session just became encrypted,
@@ -756,11 +769,7 @@ func (r *l7relay) stop(d l7.Dir, err error) {
 	}
 	// closed is set before plain: no direction may read plain as leave
 	// to forward bytes on a connection about to be reset.
-	// An HTTP connection decided by its name is strict too: every
-	// request's Host is decided again (redecide), which plain bytes
-	// would escape.
-	strict := r.rules.strict() || r.lc.conn != nil && r.lc.stats.proto == "http"
-	closing := strict && !errors.Is(err, errEncrypted)
+	closing := r.strict() && !errors.Is(err, errEncrypted)
 	if closing {
 		r.closed.Store(true)
 	}

@@ -38,9 +38,9 @@ type Parser struct {
 	// a denied command was queued in a transaction.
 	txOpen    bool   // a MULTI was forwarded and no EXEC, DISCARD or RESET since
 	txAborted string // the kind of the first command denied while txOpen
-	// rejected holds the MULTIs parsed that the server refuses (with
-	// arguments, or in RESP2 subscribed mode) until Replace or Deny sees
-	// them: they open no transaction.
+	// rejected holds the MULTIs parsed that the server refuses for
+	// certain (with arguments) until Replace or Deny sees them: they open
+	// no transaction.
 	rejected map[*l7.Request]struct{}
 
 	// Server side, touched only by the server direction.
@@ -601,6 +601,10 @@ func (p *Parser) complete() *l7.Response {
 		if p.resp3 {
 			p.subscribed = false
 		}
+	}
+	if w.name == "RESET" && !info.isErr {
+		// RESET ends subscriptions and goes back to RESP2.
+		p.resp3, p.subscribed = false, false
 	}
 	return resp
 }

@@ -336,18 +336,55 @@ func TestClientReplyStops(t *testing.T) {
 	for _, tt := range []struct {
 		in      string
 		wantErr bool
+		before  []int // lengths of the messages returned with the error
 	}{
-		{"CLIENT REPLY OFF\r\n", true},
-		{"client reply skip\r\n", true},
-		{"PING\r\n*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$4\r\nSkIp\r\n", true},
-		{"CLIENT REPLY ON\r\n", false},
-		{"CLIENT REPLY\r\n", false},
-		{"CLIENT LIST\r\n", false},
+		{"CLIENT REPLY OFF\r\n", true, nil},
+		{"client reply skip\r\n", true, nil},
+		{"PING\r\n*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$4\r\nSkIp\r\n", true, []int{6}},
+		{"ECHO a\r\nDEL k\r\nCLIENT REPLY OFF\r\nECHO b\r\n", true, []int{8, 7}},
+		{"CLIENT REPLY ON\r\n", false, []int{17}},
+		{"CLIENT REPLY\r\n", false, []int{14}},
+		{"CLIENT LIST\r\n", false, []int{13}},
 	} {
 		p := New(l7.DefaultOptions())
-		_, err := p.Parse(l7.FromClient, []byte(tt.in))
+		msgs, err := p.Parse(l7.FromClient, []byte(tt.in))
 		if (err != nil) != tt.wantErr || err != nil && !strings.Contains(err.Error(), "CLIENT REPLY") {
 			t.Errorf("Parse(%q) error = %v; want error %v", tt.in, err, tt.wantErr)
 		}
+		var lens []int
+		for _, m := range msgs {
+			lens = append(lens, m.Len)
+		}
+		if !slices.Equal(lens, tt.before) {
+			t.Errorf("Parse(%q) messages of %v bytes; want %v (the commands before CLIENT REPLY)", tt.in, lens, tt.before)
+		}
+	}
+}
+
+// After RESET the connection is in RESP2 and subscribed to nothing: a
+// reply that looks like a pub/sub message is a reply again.
+func TestResetEndsSubscription(t *testing.T) {
+	p := New(l7.DefaultOptions())
+	steps := []struct {
+		dir  l7.Dir
+		data string
+	}{
+		{l7.FromClient, "SUBSCRIBE ch\r\n"},
+		{l7.FromServer, "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"},
+		{l7.FromClient, "RESET\r\n"},
+		{l7.FromServer, "+RESET\r\n"},
+		{l7.FromClient, "LRANGE l 0 -1\r\n"},
+		{l7.FromServer, "*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nb\r\n"},
+	}
+	var last []l7.Message
+	for _, st := range steps {
+		msgs, err := p.Parse(st.dir, []byte(st.data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = msgs
+	}
+	if len(last) != 1 || last[0].Response == nil {
+		t.Fatalf("the reply to LRANGE after RESET = %+v; want it to complete LRANGE", last)
 	}
 }
