@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -191,14 +192,19 @@ func (p *Proxy) relayL7(ctx context.Context, s *session, open auditlog.Entry, op
 func (r *l7relay) pipe(d l7.Dir, src, dst *net.TCPConn) (n int64) {
 	buf := make([]byte, 0, l7readStart)
 	for {
-		if r.closed.Load() {
-			return n
-		}
+		// plain is read before closed: stop sets closed first, so a
+		// direction that sees plain also sees whether it closes.
 		if r.plain.Load() {
+			if r.closed.Load() {
+				return n
+			}
 			if len(buf) > 0 && !r.write(d, dst, buf, &n) {
 				return n
 			}
 			return n + r.s.pipe(dst, src)
+		}
+		if r.closed.Load() {
+			return n
 		}
 		if len(buf) == cap(buf) {
 			if cap(buf) >= l7.MaxBuffer {
@@ -765,6 +771,13 @@ func (r *l7relay) strict() bool {
 // guardrails fail closed.
 func (r *l7relay) stop(d l7.Dir, err error) {
 	if !r.stopped.CompareAndSwap(false, true) {
+		// The other direction is stopping: wait the few instructions
+		// (no lock, no I/O) until it has said whether the connection
+		// closes, so no caller acts on the state from before (a strict
+		// connection's bytes forwarded because closed was not set yet).
+		for !r.plain.Load() {
+			runtime.Gosched()
+		}
 		return
 	}
 	// closed is set before plain: no direction may read plain as leave
