@@ -217,7 +217,7 @@ func runBaseline(ctx context.Context, cfg Config, path string) (Run, error) {
 			}
 			_, err := f.Write(buf)
 			if err == nil {
-				err = datasync(f)
+				err = auditlog.Datasync(f)
 			}
 			fsyncs++
 			bytes += int64(len(buf))

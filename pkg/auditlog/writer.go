@@ -257,7 +257,7 @@ func (w *writer) write(buf []byte) error {
 	w.reserve(int64(len(buf)))
 	n, err := w.seg.Write(buf)
 	if err == nil {
-		err = datasync(w.seg)
+		err = Datasync(w.seg)
 		w.l.stats.fsyncs.Add(1)
 	}
 	if err != nil {

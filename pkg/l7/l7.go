@@ -13,6 +13,8 @@ package l7
 
 import (
 	"errors"
+	"net"
+	"strings"
 	"time"
 )
 
@@ -175,4 +177,14 @@ type Replacement struct {
 // message is replaced by Answer.
 type Replacer interface {
 	Replace(req *Request) *Replacement
+}
+
+// HostKey is a host name as policy compares names: no port, no brackets,
+// lower case, no final dot. The parsers and the proxy both use it, so the
+// name a request is checked against is the one the policy decided on.
+func HostKey(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	return strings.TrimSuffix(strings.ToLower(strings.Trim(h, "[]")), ".")
 }

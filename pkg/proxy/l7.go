@@ -2,10 +2,8 @@ package proxy
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/vigil-ebpf/vigil/pkg/auditlog"
@@ -170,10 +168,7 @@ func hostName(h string) string {
 	if ap, err := netip.ParseAddrPort(h); err == nil && ap.IsValid() {
 		return ""
 	}
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
-	}
-	h = strings.TrimSuffix(strings.ToLower(strings.Trim(h, "[]")), ".")
+	h = l7.HostKey(h)
 	if _, err := netip.ParseAddr(h); err == nil {
 		return ""
 	}

@@ -8,7 +8,6 @@ package http
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -347,7 +346,7 @@ func (p *Parser) request(head []byte) (*waiting, error) {
 		switch {
 		case host == "" || strings.ContainsAny(host, "@\\"):
 			return nil, fmt.Errorf("http: request target %q has no usable authority: %w", clip(target, 64), l7.ErrProtocol)
-		case h.host != "" && authorityName(host) != authorityName(h.host):
+		case h.host != "" && l7.HostKey(host) != l7.HostKey(h.host):
 			return nil, fmt.Errorf("http: request target names %q but Host names %q: %w", clip(host, 64), clip(h.host, 64), l7.ErrProtocol)
 		}
 	}
@@ -634,15 +633,6 @@ var (
 	_ l7.Parser     = (*Parser)(nil)
 	_ l7.LastDenier = (*Parser)(nil)
 )
-
-// authorityName is the host of an authority or Host value, as policy
-// compares names: lower case, no port, no final dot.
-func authorityName(a string) string {
-	if host, _, err := net.SplitHostPort(a); err == nil {
-		a = host
-	}
-	return strings.TrimSuffix(strings.ToLower(strings.Trim(a, "[]")), ".")
-}
 
 // maxHostName bounds a host name (RFC 1035: 253 bytes, one more for a
 // final dot). A longer one is refused, never clipped: the policy would
